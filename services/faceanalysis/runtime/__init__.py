@@ -1,0 +1,1 @@
+"""What every faceanalysis service shares: config, logging, metrics, health, channels, server."""
