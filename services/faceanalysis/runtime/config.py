@@ -57,7 +57,6 @@ class Settings(BaseSettings):
     face_margin: float = Field(0.0, ge=0, le=1, description="context around each face box, as a fraction of its size")
     batch_max_size: int = Field(32, ge=1, description="faces per inference batch")
     batch_wait_ms: float = Field(5.0, ge=0, description="how long a batch waits for concurrent calls")
-    onnx_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 lets it decide")
 
     # --- data-storage ---------------------------------------------------------------------------
     redis_url: str = "redis://localhost:6379/0"

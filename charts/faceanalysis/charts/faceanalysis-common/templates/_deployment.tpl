@@ -1,0 +1,153 @@
+{{/* The Deployment of one faceanalysis service. */}}
+{{- define "faceanalysis.deployment" -}}
+{{- $spec := include "faceanalysis.spec" (list . .Chart.Name) | fromYaml -}}
+{{- $global := .Values.global | default dict -}}
+{{- $models := $global.models | default dict -}}
+{{- $pullModels := and $spec.models (eq ($models.source | default "initContainer") "initContainer") -}}
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ include "faceanalysis.fullname" . }}
+  namespace: {{ .Release.Namespace }}
+  labels:
+    {{- include "faceanalysis.labels" . | nindent 4 }}
+spec:
+  {{- if not .Values.autoscaling.enabled }}
+  replicas: {{ .Values.replicaCount }}
+  {{- end }}
+  revisionHistoryLimit: 3
+  selector:
+    matchLabels:
+      {{- include "faceanalysis.selectorLabels" . | nindent 6 }}
+  strategy:
+    type: RollingUpdate
+    rollingUpdate:
+      # New pods must be SERVING (models loaded, warm-up passed) before old ones go.
+      maxSurge: 25%
+      maxUnavailable: 0
+  template:
+    metadata:
+      labels:
+        {{- include "faceanalysis.labels" . | nindent 8 }}
+      {{- with .Values.podAnnotations }}
+      annotations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+    spec:
+      serviceAccountName: {{ include "faceanalysis.serviceAccountName" . }}
+      # The services never call the Kubernetes API.
+      automountServiceAccountToken: false
+      {{- with $global.imagePullSecrets }}
+      imagePullSecrets:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      # Longer than FACEANALYSIS_SHUTDOWN_GRACE_SECONDS so in-flight calls finish before SIGKILL.
+      terminationGracePeriodSeconds: {{ include "faceanalysis.terminationGrace" . }}
+      securityContext:
+        {{- include "faceanalysis.podSecurityContext" . | nindent 8 }}
+      {{- if $pullModels }}
+      initContainers:
+        - name: models
+          image: {{ include "faceanalysis.image" . }}
+          imagePullPolicy: {{ include "faceanalysis.imagePullPolicy" . }}
+          # Models are provisioned before the server starts, never fetched while serving.
+          command: ["faceanalysis", "models", "pull", "--only", {{ .Chart.Name | quote }}]
+          env:
+            - name: FACEANALYSIS_MODELS_DIR
+              value: {{ .Values.models.dir | quote }}
+            {{- with $models.mirror }}
+            - name: FACEANALYSIS_MODEL_MIRROR
+              value: {{ . | quote }}
+            {{- end }}
+          resources:
+            {{- toYaml .Values.models.resources | nindent 12 }}
+          securityContext:
+            {{- include "faceanalysis.containerSecurityContext" . | nindent 12 }}
+          volumeMounts:
+            - {name: tmp, mountPath: /tmp}
+            - {name: models, mountPath: {{ .Values.models.dir }}}
+      {{- end }}
+      containers:
+        - name: {{ .Chart.Name }}
+          image: {{ include "faceanalysis.image" . }}
+          imagePullPolicy: {{ include "faceanalysis.imagePullPolicy" . }}
+          command: ["faceanalysis", "serve", {{ .Chart.Name | quote }}]
+          ports:
+            - {name: grpc, containerPort: {{ $spec.port }}, protocol: TCP}
+            - {name: metrics, containerPort: {{ $spec.metricsPort }}, protocol: TCP}
+          env:
+            {{- include "faceanalysis.env" . | nindent 12 }}
+          # Health turns SERVING only after models load and a warm-up inference passes,
+          # so the startup probe gives model loading time before liveness applies.
+          startupProbe:
+            grpc: {port: {{ $spec.port }}, service: {{ $spec.grpcService }}}
+            periodSeconds: 5
+            failureThreshold: {{ .Values.probes.startupFailureThreshold }}
+          readinessProbe:
+            grpc: {port: {{ $spec.port }}, service: {{ $spec.grpcService }}}
+            periodSeconds: 5
+            failureThreshold: 2
+          # Liveness asks the server as a whole (""), not readiness: NOT_SERVING while draining
+          # or waiting for a dependency must not get the pod killed.
+          livenessProbe:
+            grpc: {port: {{ $spec.port }}, service: ""}
+            periodSeconds: 10
+            timeoutSeconds: 5
+            failureThreshold: 6
+          resources:
+            {{- toYaml .Values.resources | nindent 12 }}
+          securityContext:
+            {{- include "faceanalysis.containerSecurityContext" . | nindent 12 }}
+          volumeMounts:
+            - {name: tmp, mountPath: /tmp}
+            {{- if $spec.models }}
+            {{- if $pullModels }}
+            - {name: models, mountPath: {{ .Values.models.dir }}, readOnly: true}
+            {{- end }}
+            {{- end }}
+            {{- if $spec.archive }}
+            - {name: archive, mountPath: {{ .Values.archive.dir }}}
+            {{- end }}
+      volumes:
+        - name: tmp
+          emptyDir:
+            sizeLimit: {{ .Values.tmpSizeLimit }}
+        {{- if $pullModels }}
+        - name: models
+          emptyDir:
+            sizeLimit: {{ .Values.models.sizeLimit }}
+        {{- end }}
+        {{- if $spec.archive }}
+        - name: archive
+          {{- if .Values.archive.persistence.enabled }}
+          persistentVolumeClaim:
+            claimName: {{ .Values.archive.persistence.existingClaim | default (printf "%s-archive" (include "faceanalysis.fullname" .)) }}
+          {{- else }}
+          emptyDir:
+            sizeLimit: {{ .Values.archive.persistence.size }}
+          {{- end }}
+        {{- end }}
+      {{- with .Values.nodeSelector }}
+      nodeSelector:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with .Values.affinity }}
+      affinity:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with .Values.tolerations }}
+      tolerations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with .Values.topologySpreadConstraints }}
+      topologySpreadConstraints:
+        {{- tpl (toYaml .) $ | nindent 8 }}
+      {{- end }}
+{{- end -}}
+
+{{/* terminationGracePeriodSeconds: the configured value, else shutdown grace + 15 s. */}}
+{{- define "faceanalysis.terminationGrace" -}}
+{{- $config := merge (deepCopy (.Values.config | default dict)) (deepCopy ((.Values.global | default dict).config | default dict)) -}}
+{{- $shutdown := $config.shutdown_grace_seconds | default 25 | float64 -}}
+{{- .Values.terminationGracePeriodSeconds | default (addf $shutdown 15 | ceil) | int -}}
+{{- end -}}

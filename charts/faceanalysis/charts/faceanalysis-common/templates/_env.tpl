@@ -1,0 +1,57 @@
+{{/*
+Environment of a service container. Settings come from faceanalysis.runtime.config.Settings:
+a key `foo_bar` under global.config or <service>.config becomes FACEANALYSIS_FOO_BAR, so
+values.yaml uses the same names as the Python code (tests check every name exists there).
+Ports, peers, Redis and directories are derived from the release and not meant to be overridden.
+*/}}
+{{- define "faceanalysis.env" -}}
+{{- $spec := include "faceanalysis.spec" (list . .Chart.Name) | fromYaml -}}
+{{- $specs := include "faceanalysis.specs" . | fromYaml -}}
+- name: FACEANALYSIS_GRPC_PORT
+  value: {{ $spec.port | quote }}
+- name: FACEANALYSIS_METRICS_PORT
+  value: {{ $spec.metricsPort | quote }}
+{{- range $peer := $spec.calls | default list }}
+{{- with (index $specs $peer).target }}
+- name: FACEANALYSIS_{{ . | upper }}
+  # dns:/// + round_robin over the headless Service reaches every pod, including new HPA pods.
+  value: {{ printf "dns:///%s:%v" (include "faceanalysis.headlessHost" (list $ $peer)) (index $specs $peer).port | quote }}
+{{- end }}
+{{- end }}
+{{- if has "redis" ($spec.calls | default list) }}
+- name: FACEANALYSIS_REDIS_URL
+  value: {{ printf "redis://%s:%v/0" (include "faceanalysis.redisHost" .) (((.Values.global | default dict).redis | default dict).port | default 6379) | quote }}
+- name: FACEANALYSIS_REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "faceanalysis.redisSecretName" . }}
+      key: {{ include "faceanalysis.redisSecretKey" . }}
+{{- end }}
+{{- if $spec.models }}
+- name: FACEANALYSIS_MODELS_DIR
+  value: {{ .Values.models.dir | quote }}
+{{- end }}
+{{- if $spec.archive }}
+- name: FACEANALYSIS_ARCHIVE_DIR
+  value: {{ .Values.archive.dir | quote }}
+{{- end }}
+{{- $config := merge (deepCopy (.Values.config | default dict)) (deepCopy ((.Values.global | default dict).config | default dict)) }}
+{{- range $key, $value := $config }}
+{{- if not (kindIs "invalid" $value) }}
+- name: FACEANALYSIS_{{ $key | upper }}
+  value: {{ include "faceanalysis.envValue" $value }}
+{{- end }}
+{{- end }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* A value as an env string; whole numbers stay whole (YAML numbers arrive as float64). */}}
+{{- define "faceanalysis.envValue" -}}
+{{- if and (kindIs "float64" .) (eq . (floor .)) -}}
+{{- . | int64 | toString | quote -}}
+{{- else -}}
+{{- . | toString | quote -}}
+{{- end -}}
+{{- end -}}

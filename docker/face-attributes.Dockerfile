@@ -1,0 +1,45 @@
+# syntax=docker/dockerfile:1
+# face-attributes: age, gender and emotion with DeepFace's models on ONNX Runtime, micro-batched.
+# Build from the repository root:  docker build -f docker/face-attributes.Dockerfile -t faceanalysis/face-attributes .
+
+# ---- builder: a virtual environment with the package and this service's extra only ----
+FROM python:3.11.14-slim-bookworm AS builder
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
+WORKDIR /src
+RUN python -m venv /opt/venv
+COPY pyproject.toml README.md ./
+COPY services ./services
+RUN /opt/venv/bin/pip install --no-cache-dir ".[face-attributes]"
+
+# Models: baked in at build time (BAKE_MODELS=true), or provided at /models by an init container.
+# MODEL_MIRROR is a directory or URL mirror (see `faceanalysis models pull --help`).
+ARG BAKE_MODELS=false
+ARG MODEL_MIRROR=
+RUN mkdir -p /models \
+ && if [ "$BAKE_MODELS" = "true" ]; then \
+      FACEANALYSIS_MODELS_DIR=/models DEEPFACE_HOME=/models FACEANALYSIS_MODEL_MIRROR="$MODEL_MIRROR" \
+        /opt/venv/bin/faceanalysis models pull --only face-attributes; \
+    fi
+
+# ---- runtime: the base image plus the venv; no compilers, no pip cache, no sources ----
+FROM python:3.11.14-slim-bookworm
+LABEL org.opencontainers.image.title="faceanalysis-face-attributes" \
+      org.opencontainers.image.description="faceanalysis face-attributes: age, gender and emotion with DeepFace models on ONNX Runtime" \
+      org.opencontainers.image.licenses="MIT"
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp \
+    FACEANALYSIS_MODELS_DIR=/models \
+    DEEPFACE_HOME=/models
+COPY --from=builder /opt/venv /opt/venv
+COPY --from=builder --chown=10001:10001 /models /models
+USER 10001:10001
+WORKDIR /tmp
+# gRPC, Prometheus metrics
+EXPOSE 50052 9152
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["faceanalysis", "health", "--target", "localhost:50052", "--service", "face-attributes"]
+ENTRYPOINT ["faceanalysis"]
+CMD ["serve", "face-attributes"]

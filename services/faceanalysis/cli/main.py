@@ -1,0 +1,159 @@
+"""faceanalysis: serve a service, run the local stack, analyze images, manage models."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from faceanalysis.runtime import services
+
+
+def _settings():
+    from faceanalysis.runtime import config
+
+    return config.load()
+
+
+def cmd_serve(args) -> int:
+    from faceanalysis.runtime.server import serve
+
+    serve(args.service)
+    return 0
+
+
+def cmd_health(args) -> int:
+    from faceanalysis.cli.stack import health_status
+
+    status = health_status(args.target, args.service, args.timeout)
+    print(status)
+    return 0 if status == "SERVING" else 1
+
+
+def cmd_up(args) -> int:
+    from faceanalysis.cli.stack import LocalStack
+
+    settings = _settings()
+    stack = LocalStack(models_dir=settings.models_dir.resolve(), archive_dir=settings.archive_dir.resolve(),
+                       workdir=Path(args.workdir).resolve())
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    print(f"starting Redis and {len(services.SERVICES)} services (logs in {stack.log_dir}) ...", flush=True)
+    try:
+        stack.start(timeout=args.timeout)
+    except (RuntimeError, SystemExit) as err:
+        print(f"error: {err}", file=sys.stderr)
+        stack.stop()
+        return 1
+    print(f"redis            {stack.redis.url}")
+    for name in services.START_ORDER:
+        print(f"{name:16} grpc {stack.target(name):22} metrics {stack.metrics_urls[name]}")
+    print("ready; Ctrl-C stops everything", flush=True)
+    if args.ready_file:
+        Path(args.ready_file).write_text("ready\n")
+    try:
+        while not stop.wait(0.5):
+            dead = [n for n, p in stack.processes.items() if p.poll() is not None]
+            if dead:
+                print(f"error: {', '.join(dead)} exited; see {stack.log_dir}", file=sys.stderr)
+                return 1
+    finally:
+        print("stopping ...", flush=True)
+        stack.stop()
+    return 0
+
+
+def cmd_analyze(args) -> int:
+    from faceanalysis.cli.analyze import analyze
+
+    return analyze(args.paths, args.target, Path(args.out), Path(args.visualize) if args.visualize else None,
+                   args.concurrency, no_store=args.no_store, skip_cache=args.skip_cache)
+
+
+def cmd_visualize(args) -> int:
+    from faceanalysis.cli.analyze import visualize
+
+    return visualize(Path(args.results), args.images, Path(args.out))
+
+
+def cmd_models(args) -> int:
+    from faceanalysis.cli import models_cmd
+
+    settings = _settings()
+    models_dir = Path(args.dir) if args.dir else settings.models_dir
+    if args.action == "list":
+        return models_cmd.run_list(models_dir)
+    mirror = args.mirror if args.mirror is not None else settings.model_mirror
+    return models_cmd.run_pull(models_dir, args.only, mirror, args.force, progress=not args.quiet)
+
+
+def cmd_bench(args) -> int:
+    from faceanalysis.cli import bench
+
+    return bench.run(args)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="faceanalysis", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run one service (configured by FACEANALYSIS_* variables)")
+    s.add_argument("service", choices=list(services.SERVICES))
+    s.set_defaults(fn=cmd_serve)
+
+    s = sub.add_parser("health", help="exit 0 when a service's gRPC health is SERVING")
+    s.add_argument("--target", default=f"localhost:{services.IMAGE_INPUT.grpc_port}")
+    s.add_argument("--service", default="", help="gRPC service name; empty means the whole server")
+    s.add_argument("--timeout", type=float, default=3.0)
+    s.set_defaults(fn=cmd_health)
+
+    s = sub.add_parser("up", help="run Redis and the four services on localhost until Ctrl-C")
+    s.add_argument("--workdir", default=".cache/stack", help="Redis data and service logs")
+    s.add_argument("--timeout", type=float, default=300, help="seconds to wait for every service to be SERVING")
+    s.add_argument("--ready-file", help="write this file once everything is SERVING")
+    s.set_defaults(fn=cmd_up)
+
+    s = sub.add_parser("analyze", help="analyze images or folders; writes one JSON per image")
+    s.add_argument("paths", nargs="+")
+    s.add_argument("--target", default=f"localhost:{services.IMAGE_INPUT.grpc_port}", help="image-input address")
+    s.add_argument("--out", default="results", help="folder for <image stem>.json")
+    s.add_argument("--visualize", metavar="DIR", help="also draw annotated pictures into DIR")
+    s.add_argument("--concurrency", type=int, default=2, help="parallel streams to image-input")
+    s.add_argument("--no-store", action="store_true", help="ask the server not to keep results")
+    s.add_argument("--skip-cache", action="store_true", help="never answer from the result cache")
+    s.set_defaults(fn=cmd_analyze)
+
+    s = sub.add_parser("visualize", help="draw result JSON onto the images it came from")
+    s.add_argument("results", help="folder of result JSON written by analyze")
+    s.add_argument("images", nargs="+", help="the images or folders that were analyzed")
+    s.add_argument("--out", default="output")
+    s.set_defaults(fn=cmd_visualize)
+
+    s = sub.add_parser("models", help="provision model files")
+    s.add_argument("action", choices=["pull", "list"])
+    s.add_argument("--only", choices=[n for n in services.SERVICES], help="only this service's models")
+    s.add_argument("--dir", help="models directory (default: FACEANALYSIS_MODELS_DIR or models/)")
+    s.add_argument("--mirror", help="directory or URL to pull from (default: FACEANALYSIS_MODEL_MIRROR)")
+    s.add_argument("--force", action="store_true", help="fetch again even if present")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(fn=cmd_models)
+
+    s = sub.add_parser("bench", help="benchmark face-attributes batching against one-by-one inference")
+    s.add_argument("--faces", type=int, default=64)
+    s.add_argument("--batch", type=int, default=16)
+    s.add_argument("--repeats", type=int, default=3)
+    s.add_argument("--vgg", action="store_true", help="time VGG-Face-sized random-weight models (production cost)")
+    s.set_defaults(fn=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return args.fn(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

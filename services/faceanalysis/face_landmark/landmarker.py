@@ -1,0 +1,89 @@
+"""Detection + 68 landmarks + aligned crops for one image."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import dlib
+import numpy as np
+
+from faceanalysis import models
+from faceanalysis.face_landmark import alignment, detectors
+from faceanalysis.runtime import metrics
+
+log = logging.getLogger(__name__)
+
+PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
+YUNET_FILE = "face_detection_yunet_2023mar.onnx"
+# iBUG 300-W indices of the eye contours: on the picture's left, then on its right.
+IMAGE_LEFT_EYE = slice(36, 42)
+IMAGE_RIGHT_EYE = slice(42, 48)
+
+
+@dataclass
+class FaceFound:
+    box: tuple[float, float, float, float]
+    score: float
+    landmarks: np.ndarray  # (68, 2) float
+    crop: np.ndarray
+    face_width: float
+    face_height: float
+
+
+class Landmarker:
+    def __init__(self, models_dir: Path, detector: str = "yunet", threshold: float = 0.9, crop_size: int = 512):
+        start = time.perf_counter()
+        if detector == "yunet":
+            self.detector = detectors.YuNetDetector(models.locate(models_dir, YUNET_FILE), threshold)
+        elif detector == "haar":
+            self.detector = detectors.HaarDetector()
+        elif detector == "hog":
+            self.detector = detectors.HogDetector()
+        else:
+            raise ValueError(f"unknown detector {detector!r}; choose yunet, haar or hog")
+        metrics.MODEL_LOAD.labels(self.detector.name).set(time.perf_counter() - start)
+        start = time.perf_counter()
+        self.predictor = dlib.shape_predictor(str(models.locate(models_dir, PREDICTOR_FILE)))
+        metrics.MODEL_LOAD.labels("dlib_68").set(time.perf_counter() - start)
+        self.crop_size = crop_size
+
+    @property
+    def model_infos(self) -> list[tuple[str, str, str]]:
+        """(name, task, file) for each model that contributes to a result."""
+        return [(self.detector.name, "face_detection", self.detector.model_file),
+                ("dlib_68", "landmarks", PREDICTOR_FILE)]
+
+    def detect(self, bgr: np.ndarray) -> list[detectors.Detection]:
+        with metrics.observe_inference(self.detector.name, 1):
+            return self.detector.detect(bgr)
+
+    def landmarks(self, gray: np.ndarray, det: detectors.Detection) -> np.ndarray:
+        rect = dlib.rectangle(int(round(det.x)), int(round(det.y)),
+                              int(round(det.x + det.width)), int(round(det.y + det.height)))
+        shape = self.predictor(gray, rect)
+        return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
+
+    def analyze(self, bgr: np.ndarray) -> list[FaceFound]:
+        height, width = bgr.shape[:2]
+        found = []
+        detections = [d for d in self.detect(bgr) if d.width > 1 and d.height > 1]
+        gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+        with metrics.observe_inference("dlib_68", len(detections)):
+            points = [self.landmarks(gray, d) for d in detections]
+        for det, pts in zip(detections, points):
+            # Boxes are clipped to the image; YuNet may report faces partly outside the frame.
+            x0, y0 = max(0.0, det.x), max(0.0, det.y)
+            x1, y1 = min(float(width), det.x + det.width), min(float(height), det.y + det.height)
+            if x1 - x0 < 2 or y1 - y0 < 2:
+                continue
+            left = det.image_left_eye or tuple(pts[IMAGE_LEFT_EYE].mean(axis=0))
+            right = det.image_right_eye or tuple(pts[IMAGE_RIGHT_EYE].mean(axis=0))
+            angle = alignment.eye_angle(left, right)
+            crop, fw, fh = alignment.aligned_crop(bgr, (x0, y0, x1 - x0, y1 - y0), angle, self.crop_size)
+            found.append(FaceFound((x0, y0, x1 - x0, y1 - y0), det.score, pts, crop, fw, fh))
+        found.sort(key=lambda f: f.box[0])
+        return found

@@ -1,0 +1,1 @@
+"""image-input: the public API. Validates uploads and orchestrates the other services."""
