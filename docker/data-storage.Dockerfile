@@ -43,6 +43,6 @@ WORKDIR /tmp
 # gRPC, Prometheus metrics
 EXPOSE 50053 9153
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
-  CMD ["faceanalysis", "health", "--target", "localhost:50053", "--service", "data-storage"]
+  CMD ["faceanalysis", "health", "--target", "localhost:50053", "--service", "faceanalysis.v1.DataStorage"]
 ENTRYPOINT ["faceanalysis"]
 CMD ["serve", "data-storage"]

@@ -39,7 +39,7 @@ USER 10001:10001
 WORKDIR /tmp
 # gRPC, Prometheus metrics
 EXPOSE 50052 9152
-HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
-  CMD ["faceanalysis", "health", "--target", "localhost:50052", "--service", "face-attributes"]
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+  CMD ["faceanalysis", "health", "--target", "localhost:50052", "--service", "faceanalysis.v1.FaceAttributes"]
 ENTRYPOINT ["faceanalysis"]
 CMD ["serve", "face-attributes"]

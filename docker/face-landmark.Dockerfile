@@ -42,7 +42,7 @@ USER 10001:10001
 WORKDIR /tmp
 # gRPC, Prometheus metrics
 EXPOSE 50051 9151
-HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
-  CMD ["faceanalysis", "health", "--target", "localhost:50051", "--service", "face-landmark"]
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+  CMD ["faceanalysis", "health", "--target", "localhost:50051", "--service", "faceanalysis.v1.FaceLandmark"]
 ENTRYPOINT ["faceanalysis"]
 CMD ["serve", "face-landmark"]

@@ -39,6 +39,6 @@ WORKDIR /tmp
 # gRPC, Prometheus metrics
 EXPOSE 50050 9150
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
-  CMD ["faceanalysis", "health", "--target", "localhost:50050", "--service", "image-input"]
+  CMD ["faceanalysis", "health", "--target", "localhost:50050", "--service", "faceanalysis.v1.FaceAnalysis"]
 ENTRYPOINT ["faceanalysis"]
 CMD ["serve", "image-input"]

@@ -34,19 +34,40 @@ class YuNetDetector:
         # Input size is set per image: the model has symbolic height and width.
         self.model = cv2.FaceDetectorYN.create(str(model_path), "", (320, 320), threshold, 0.3, 5000)
 
-    def detect(self, bgr: np.ndarray) -> list[Detection]:
+    # YuNet's anchors cover faces up to about this many pixels; larger faces (a close portrait in
+    # a 20 MP photo) are found on a copy scaled to COARSE_SIDE.
+    LARGE_FACE = 256
+    COARSE_SIDE = 640
+
+    def _run(self, bgr: np.ndarray, scale: float) -> list[Detection]:
         height, width = bgr.shape[:2]
         self.model.setInputSize((width, height))
         _, faces = self.model.detect(bgr)
-        if faces is None:
-            return []
         found = []
-        for row in faces:
-            x, y, w, h = (float(v) for v in row[:4])
-            # YuNet: columns 4-5 are the eye on the picture's left, 6-7 the one on its right.
-            found.append(Detection(x, y, w, h, float(row[-1]), (float(row[4]), float(row[5])),
-                                   (float(row[6]), float(row[7]))))
+        for row in faces if faces is not None else ():
+            v = [float(c) / scale for c in row[:8]]
+            # Columns 4-5 are the eye on the picture's left, 6-7 the one on its right.
+            found.append(Detection(v[0], v[1], v[2], v[3], float(row[-1]), (v[4], v[5]), (v[6], v[7])))
         return found
+
+    def detect(self, bgr: np.ndarray) -> list[Detection]:
+        found = self._run(bgr, 1.0)
+        longest = max(bgr.shape[:2])
+        if longest > self.COARSE_SIDE:
+            scale = self.COARSE_SIDE / longest
+            small = cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+            for det in self._run(small, scale):
+                if max(det.width, det.height) >= self.LARGE_FACE and all(iou(det, f) < 0.3 for f in found):
+                    found.append(det)
+        return found
+
+
+def iou(a: Detection, b: Detection) -> float:
+    x0, y0 = max(a.x, b.x), max(a.y, b.y)
+    x1, y1 = min(a.x + a.width, b.x + b.width), min(a.y + a.height, b.y + b.height)
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    union = a.width * a.height + b.width * b.height - inter
+    return inter / union if union > 0 else 0.0
 
 
 class HaarDetector:

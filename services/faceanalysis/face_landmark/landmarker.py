@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,20 +37,30 @@ class FaceFound:
 
 class Landmarker:
     def __init__(self, models_dir: Path, detector: str = "yunet", threshold: float = 0.9, crop_size: int = 512):
-        start = time.perf_counter()
         if detector == "yunet":
-            self.detector = detectors.YuNetDetector(models.locate(models_dir, YUNET_FILE), threshold)
+            path = models.locate(models_dir, YUNET_FILE)
+            self._make_detector = lambda: detectors.YuNetDetector(path, threshold)
         elif detector == "haar":
-            self.detector = detectors.HaarDetector()
+            self._make_detector = detectors.HaarDetector
         elif detector == "hog":
-            self.detector = detectors.HogDetector()
+            self._make_detector = detectors.HogDetector
         else:
             raise ValueError(f"unknown detector {detector!r}; choose yunet, haar or hog")
-        metrics.MODEL_LOAD.labels(self.detector.name).set(time.perf_counter() - start)
+        # OpenCV's detectors keep per-call state (YuNet's input size): one instance per thread.
+        self._local = threading.local()
+        start = time.perf_counter()
+        first = self.detector
+        metrics.MODEL_LOAD.labels(first.name).set(time.perf_counter() - start)
         start = time.perf_counter()
         self.predictor = dlib.shape_predictor(str(models.locate(models_dir, PREDICTOR_FILE)))
         metrics.MODEL_LOAD.labels("dlib_68").set(time.perf_counter() - start)
         self.crop_size = crop_size
+
+    @property
+    def detector(self):
+        if not hasattr(self._local, "detector"):
+            self._local.detector = self._make_detector()
+        return self._local.detector
 
     @property
     def model_infos(self) -> list[tuple[str, str, str]]:

@@ -72,7 +72,9 @@ class Pipeline:
             metrics.CACHE_LOOKUPS.labels("miss" if err.code() == grpc.StatusCode.NOT_FOUND else "error").inc()
             return None
         metrics.CACHE_LOOKUPS.labels("hit").inc()
-        return found.result
+        result = found.result
+        result.cached = result.stored = True
+        return result
 
     def analyze(self, data: bytes, options: common_pb2.AnalysisOptions,
                 deadline: float | None = None) -> common_pb2.AnalysisResult:
@@ -84,7 +86,6 @@ class Pipeline:
         key = cache_key(image.sha256, options)
         use_cache = not options.skip_cache and not options.no_store
         if use_cache and (hit := self._cached(key, deadline)) is not None:
-            hit.cached = True
             return hit
 
         try:

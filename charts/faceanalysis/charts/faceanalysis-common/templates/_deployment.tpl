@@ -87,8 +87,8 @@ spec:
             grpc: {port: {{ $spec.port }}, service: {{ $spec.grpcService }}}
             periodSeconds: 5
             failureThreshold: 2
-          # Liveness asks the server as a whole (""), not readiness: NOT_SERVING while draining
-          # or waiting for a dependency must not get the pod killed.
+          # Liveness asks the server as a whole ("") and tolerates 60 s of NOT_SERVING, longer
+          # than the shutdown grace, so a draining pod is never killed early.
           livenessProbe:
             grpc: {port: {{ $spec.port }}, service: ""}
             periodSeconds: 10

@@ -11,10 +11,10 @@ Ports, peers, Redis and directories are derived from the release and not meant t
   value: {{ $spec.port | quote }}
 - name: FACEANALYSIS_METRICS_PORT
   value: {{ $spec.metricsPort | quote }}
+{{- /* Peers: dns:/// + round_robin over headless Services reaches every pod, new HPA pods too. */}}
 {{- range $peer := $spec.calls | default list }}
 {{- with (index $specs $peer).target }}
 - name: FACEANALYSIS_{{ . | upper }}
-  # dns:/// + round_robin over the headless Service reaches every pod, including new HPA pods.
   value: {{ printf "dns:///%s:%v" (include "faceanalysis.headlessHost" (list $ $peer)) (index $specs $peer).port | quote }}
 {{- end }}
 {{- end }}

@@ -1,0 +1,35 @@
+# Container images (docker/*.Dockerfile). Included by the top-level Makefile.
+#
+#   make images        build the four images with a Docker engine (docker build; needs a daemon)
+#   make images-test   build and run them without any daemon: buildah --isolation chroot on a
+#                      local Debian rootfs base, then health, uid, read-only root and one real
+#                      photo through the pipeline (needs root, buildah, debootstrap; CI runs it)
+#
+# Variables: IMAGE_REGISTRY, IMAGE_TAG, BAKE_MODELS, MODEL_MIRROR (images);
+#            IMAGES_TEST_FLAGS, e.g. "--services image-input data-storage", "--bake face-landmark",
+#            "--no-run", "--keep" (images-test).
+
+VENV ?= .venv
+PY ?= $(VENV)/bin/python
+DOCKER ?= docker
+IMAGE_SERVICES ?= image-input face-landmark face-attributes data-storage
+IMAGE_REGISTRY ?= faceanalysis
+IMAGE_TAG ?= $(shell $(PY) -c 'import tomllib;print(tomllib.load(open("pyproject.toml","rb"))["project"]["version"])' 2>/dev/null || echo dev)
+BAKE_MODELS ?= false
+MODEL_MIRROR ?=
+IMAGES_TEST_MIRROR ?= ../shared/models
+IMAGES_TEST_PHOTO ?= ../shared/images/face_recognition/obama.jpg
+IMAGES_TEST_FLAGS ?=
+
+.PHONY: images $(addprefix image-,$(IMAGE_SERVICES)) images-test
+
+images: $(addprefix image-,$(IMAGE_SERVICES))  ## build all four images (needs a Docker engine)
+
+$(addprefix image-,$(IMAGE_SERVICES)): image-%:
+	$(DOCKER) build --file docker/$*.Dockerfile \
+	  --build-arg BAKE_MODELS=$(BAKE_MODELS) --build-arg MODEL_MIRROR=$(MODEL_MIRROR) \
+	  --tag $(IMAGE_REGISTRY)/$*:$(IMAGE_TAG) .
+
+images-test:  ## build and run the images daemonless with buildah (root, buildah, debootstrap)
+	$(PY) docker/tools/images_test.py --python $(PY) \
+	  --mirror $(IMAGES_TEST_MIRROR) --photo $(IMAGES_TEST_PHOTO) $(IMAGES_TEST_FLAGS)

@@ -1,0 +1,173 @@
+"""The chart renders and lints through the Helm SDK (helm-python-sdk bundles Helm v4 as a
+shared library, so no helm binary and no network are needed)."""
+
+from __future__ import annotations
+
+import helm_python as helm
+import pytest
+import yaml
+
+from .chart import CHART, SERVICES, SUBCHARTS, VARIANTS, merge, render
+
+KUBE_VERSIONS = ["v1.27.0", "v1.37.0"]
+
+
+def _lint_errors(report: dict) -> list[str]:
+    # severity 2 = warning, 3 = error; strict lint treats warnings as errors too.
+    return report["errors"] + [f"{m['path']}: {m['error']}" for m in report["messages"] if m["severity"] >= 2]
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_umbrella_lints(variant, kube_version):
+    report = helm.lint(CHART, VARIANTS[variant], strict=True, namespace="faceanalysis", kube_version=kube_version)
+    assert not _lint_errors(report), _lint_errors(report)
+
+
+@pytest.mark.parametrize("subchart", SUBCHARTS)
+def test_subchart_lints_with_parent_globals(subchart):
+    parent = yaml.safe_load((CHART / "values.yaml").read_text())
+    values = {"global": parent["global"], **(parent.get(subchart) or {})}
+    report = helm.lint(CHART / "charts" / subchart, values, strict=True, namespace="faceanalysis")
+    assert not _lint_errors(report), _lint_errors(report)
+
+
+def test_library_chart_renders_nothing_itself(default_render):
+    # A library chart only defines templates: every rendered object belongs to a service chart or the umbrella.
+    assert all(d["metadata"]["labels"].get("helm.sh/chart", "").split("-0")[0] != "faceanalysis-common"
+               for d in default_render.docs if "labels" in d["metadata"])
+
+
+def test_schema_rejects_nonsense():
+    with helm.Chart.load(CHART) as chart:
+        chart.validate_schema({})
+        for bad in (
+            {"global": {"models": {"source": "downloaded-while-serving"}}},
+            {"image-input": {"autoscaling": {"maxReplicas": "many"}}},
+            {"face-landmark": {"config": {"detector": "magic"}}},
+            {"metrics": {"serviceMonitor": {"enabled": "yes"}}},
+        ):
+            with pytest.raises(helm.HelmError):
+                chart.validate_schema(bad)
+
+
+def test_default_objects(default_render):
+    kinds = sorted({d["kind"] for d in default_render.docs})
+    assert kinds == ["ConfigMap", "Deployment", "HorizontalPodAutoscaler", "Ingress", "NetworkPolicy",
+                     "Pod", "PodDisruptionBudget", "Secret", "Service", "ServiceAccount", "StatefulSet"]
+    assert len(default_render.of_kind("Deployment")) == 4
+    assert len(default_render.of_kind("HorizontalPodAutoscaler")) == 4
+    assert len(default_render.of_kind("StatefulSet")) == 1
+
+
+def test_autoscaling_off_pins_replicas(rendered_variants):
+    r = rendered_variants["autoscaling-off"]
+    assert not r.of_kind("HorizontalPodAutoscaler")
+    assert all(d["spec"]["replicas"] == 1 for d in r.of_kind("Deployment"))
+    # With an HPA the Deployment leaves replicas to it (else every upgrade resets the scale).
+    assert all("replicas" not in d["spec"] for d in rendered_variants["default"].of_kind("Deployment"))
+
+
+def test_custom_metric(rendered_variants):
+    for hpa in rendered_variants["custom-metric"].of_kind("HorizontalPodAutoscaler"):
+        types = {m["type"]: m for m in hpa["spec"]["metrics"]}
+        assert types["Resource"]["resource"]["name"] == "cpu"
+        assert types["Pods"]["pods"]["metric"]["name"] == "faceanalysis_grpc_requests_in_flight"
+        assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] >= 60
+    for hpa in rendered_variants["default"].of_kind("HorizontalPodAutoscaler"):
+        assert [m["type"] for m in hpa["spec"]["metrics"]] == ["Resource"]
+
+
+def test_ingress_is_grpc_and_tls_optional(rendered_variants):
+    plain = rendered_variants["default"].get("Ingress", "fa-image-input")
+    assert plain["metadata"]["annotations"]["nginx.ingress.kubernetes.io/backend-protocol"] == "GRPC"
+    assert "tls" not in plain["spec"]
+    backend = plain["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": "fa-image-input", "port": {"name": "grpc"}}
+    tls = rendered_variants["tls"].get("Ingress", "fa-image-input")
+    assert tls["spec"]["tls"] == [{"hosts": ["faceanalysis.local"], "secretName": "faceanalysis-tls"}]
+
+
+def test_tls_needs_a_secret_name():
+    with pytest.raises(helm.HelmError, match="secretName"):
+        render({"image-input": {"ingress": {"tls": {"enabled": True}}}})
+
+
+def test_observability_switches(rendered_variants):
+    on, off = rendered_variants["observability-on"], rendered_variants["observability-off"]
+    assert len(on.of_kind("ServiceMonitor")) == 1 and len(on.of_kind("PrometheusRule")) == 1
+    assert not off.of_kind("ServiceMonitor") and not off.of_kind("PrometheusRule")
+    dashboards = [c for c in on.of_kind("ConfigMap") if c["metadata"]["labels"].get("grafana_dashboard") == "1"]
+    assert dashboards and not [c for c in off.of_kind("ConfigMap") if c["metadata"]["labels"].get("grafana_dashboard")]
+    # The PrometheusRule carries the rule file verbatim.
+    rules = yaml.safe_load((CHART / "files" / "prometheus-rules.yaml").read_text())
+    assert on.of_kind("PrometheusRule")[0]["spec"] == rules
+    monitor = on.of_kind("ServiceMonitor")[0]["spec"]
+    assert monitor["endpoints"][0]["port"] == "metrics" and monitor["endpoints"][0]["honorLabels"] is True
+
+
+def test_redis_secret_generated_or_existing(rendered_variants):
+    default, existing = rendered_variants["default"], rendered_variants["existing-redis-secret"]
+    secret = default.get("Secret", "fa-redis-auth")
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert len(secret["data"]["redis-password"]) > 20
+    assert not existing.of_kind("Secret")
+    for r, name, key in ((default, "fa-redis-auth", "redis-password"), (existing, "my-redis", "password")):
+        refs = [e["valueFrom"]["secretKeyRef"] for _, _, spec in _containers(r) for e in spec.get("env", [])
+                if "valueFrom" in e]
+        assert refs and all(ref == {"name": name, "key": key} for ref in refs)
+
+
+def test_redis_statefulset(default_render):
+    sts = default_render.get("StatefulSet", "fa-redis")
+    assert sts["spec"]["serviceName"] == "fa-redis-headless"
+    assert default_render.get("Service", "fa-redis-headless")["spec"]["clusterIP"] == "None"
+    assert sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+    redis = sts["spec"]["template"]["spec"]["containers"][0]
+    assert redis["image"].startswith("docker.io/library/redis:7.")
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert "redis-cli" in " ".join(redis[probe]["exec"]["command"])
+    config = default_render.get("ConfigMap", "fa-redis")["data"]["redis.conf"]
+    assert "appendonly yes" in config and "requirepass" not in config.replace("# The password", "")
+
+
+def test_models_init_container_or_baked(rendered_variants):
+    for variant, expect_init in (("default", True), ("baked-models", False)):
+        r = rendered_variants[variant]
+        for name in ("fa-face-landmark", "fa-face-attributes"):
+            spec = r.get("Deployment", name)["spec"]["template"]["spec"]
+            inits = spec.get("initContainers", [])
+            assert bool(inits) == expect_init
+            if expect_init:
+                service = name.removeprefix("fa-")
+                assert inits[0]["command"] == ["faceanalysis", "models", "pull", "--only", service]
+        for name in ("fa-image-input", "fa-data-storage"):
+            assert "initContainers" not in r.get("Deployment", name)["spec"]["template"]["spec"]
+
+
+def test_archive_volume(rendered_variants):
+    def archive_volume(variant):
+        spec = rendered_variants[variant].get("Deployment", "fa-data-storage")["spec"]["template"]["spec"]
+        return next(v for v in spec["volumes"] if v["name"] == "archive")
+    assert "emptyDir" in archive_volume("default")
+    assert archive_volume("archive-pvc")["persistentVolumeClaim"]["claimName"] == "fa-data-storage-archive"
+    rendered_variants["archive-pvc"].get("PersistentVolumeClaim", "fa-data-storage-archive")
+
+
+def test_config_values_become_env():
+    r = render(merge(VARIANTS["default"], {"global": {"config": {"max_image_bytes": 20971520}},
+                                           "image-input": {"config": {"log_level": "DEBUG"}}}))
+    env = {e["name"]: e.get("value") for e in r.get("Deployment", "fa-image-input")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["FACEANALYSIS_MAX_IMAGE_BYTES"] == "20971520"  # whole numbers stay whole
+    assert env["FACEANALYSIS_LOG_LEVEL"] == "DEBUG"           # a service's own config wins
+
+
+def test_notes_show_grpcurl(default_render):
+    assert "grpcurl" in default_render.notes and "faceanalysis.local" in default_render.notes
+
+
+def _containers(r):
+    from .chart import pod_specs
+    for name, _, spec in pod_specs(r):
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            yield name, c["name"], c
