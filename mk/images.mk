@@ -31,5 +31,5 @@ $(addprefix image-,$(IMAGE_SERVICES)): image-%:
 	  --tag $(IMAGE_REGISTRY)/$*:$(IMAGE_TAG) .
 
 images-test:  ## build and run the images daemonless with buildah (root, buildah, debootstrap)
-	$(PY) docker/tools/images_test.py --python $(PY) \
+	$(PY) docker/tools/images_test.py \
 	  --mirror $(IMAGES_TEST_MIRROR) --photo $(IMAGES_TEST_PHOTO) $(IMAGES_TEST_FLAGS)

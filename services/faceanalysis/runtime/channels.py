@@ -74,6 +74,10 @@ def dial(target: str, *, retries: int = 3, max_message_bytes: int = MAX_MESSAGE_
         ("grpc.enable_retries", 1 if retries > 0 else 0),
         # Re-resolve DNS soon after a connection is closed by the server's max age.
         ("grpc.dns_min_time_between_resolutions_ms", 5000),
+        # Reconnect to a restarted peer within seconds, not gRPC's default of up to two minutes.
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.min_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 3000),
         *message_size_options(max_message_bytes),
     ]
     channel = grpc.insecure_channel(target, options=options)

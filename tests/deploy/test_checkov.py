@@ -1,0 +1,18 @@
+"""checkov (kubernetes framework, offline) on the rendered chart: zero failed checks.
+Skipped checks and their reasons: tests/deploy/checkov-skips.yaml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .tools import run_checkov
+
+SKIPS = Path(__file__).with_name("checkov-skips.yaml")
+
+
+def test_checkov_kubernetes(rendered_variants, tmp_path):
+    # The defaults, production and the variants that add objects (PVC, Pods metric, TLS).
+    for name in ("default", "production", "custom-metric", "tls", "archive-pvc", "existing-redis-secret"):
+        (tmp_path / f"{name}.yaml").write_text(rendered_variants[name].text())
+    report = run_checkov("kubernetes", tmp_path, SKIPS)
+    assert report["summary"]["passed"] > 100
