@@ -7,20 +7,13 @@ FROM python:3.11.14-slim-bookworm AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 WORKDIR /src
-RUN python -m venv /opt/venv
+# /var/lib/faceanalysis/archive: one JSON file per analysis (a volume, owned by the runtime user).
+RUN python -m venv /opt/venv \
+ && mkdir -p /var/lib/faceanalysis/archive
 COPY pyproject.toml README.md ./
 COPY services ./services
 RUN /opt/venv/bin/pip install --no-cache-dir ".[data-storage]"
-
-# Models: baked in at build time (BAKE_MODELS=true), or provided at /models by an init container.
-# MODEL_MIRROR is a directory or URL mirror (see `faceanalysis models pull --help`).
-ARG BAKE_MODELS=false
-ARG MODEL_MIRROR=
-RUN mkdir -p /models /var/lib/faceanalysis/archive \
- && if [ "$BAKE_MODELS" = "true" ]; then \
-      FACEANALYSIS_MODELS_DIR=/models FACEANALYSIS_MODEL_MIRROR="$MODEL_MIRROR" \
-        /opt/venv/bin/faceanalysis models pull --only data-storage; \
-    fi
+# This service needs no model files (faceanalysis models list), so there is nothing to bake.
 
 # ---- runtime: the base image plus the venv; no compilers, no pip cache, no sources ----
 FROM python:3.11.14-slim-bookworm
@@ -31,10 +24,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp \
-    FACEANALYSIS_MODELS_DIR=/models \
     FACEANALYSIS_ARCHIVE_DIR=/var/lib/faceanalysis/archive
 COPY --from=builder /opt/venv /opt/venv
-COPY --from=builder --chown=10001:10001 /models /models
 # One JSON file per analysis; mount a volume here (the root filesystem may be read-only).
 COPY --from=builder --chown=10001:10001 /var/lib/faceanalysis/archive /var/lib/faceanalysis/archive
 VOLUME ["/var/lib/faceanalysis/archive"]

@@ -34,7 +34,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     FACEANALYSIS_MODELS_DIR=/models \
     DEEPFACE_HOME=/models
 COPY --from=builder /opt/venv /opt/venv
-COPY --from=builder --chown=10001:10001 /models /models
+# Baked models stay owned by root: the service only reads them.
+COPY --from=builder /models /models
 USER 10001:10001
 WORKDIR /tmp
 # gRPC, Prometheus metrics

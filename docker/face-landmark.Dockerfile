@@ -37,7 +37,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     HOME=/tmp \
     FACEANALYSIS_MODELS_DIR=/models
 COPY --from=builder /opt/venv /opt/venv
-COPY --from=builder --chown=10001:10001 /models /models
+# Baked models stay owned by root: the service only reads them.
+COPY --from=builder /models /models
 USER 10001:10001
 WORKDIR /tmp
 # gRPC, Prometheus metrics

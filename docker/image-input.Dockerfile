@@ -11,16 +11,7 @@ RUN python -m venv /opt/venv
 COPY pyproject.toml README.md ./
 COPY services ./services
 RUN /opt/venv/bin/pip install --no-cache-dir ".[image-input]"
-
-# Models: baked in at build time (BAKE_MODELS=true), or provided at /models by an init container.
-# MODEL_MIRROR is a directory or URL mirror (see `faceanalysis models pull --help`).
-ARG BAKE_MODELS=false
-ARG MODEL_MIRROR=
-RUN mkdir -p /models \
- && if [ "$BAKE_MODELS" = "true" ]; then \
-      FACEANALYSIS_MODELS_DIR=/models FACEANALYSIS_MODEL_MIRROR="$MODEL_MIRROR" \
-        /opt/venv/bin/faceanalysis models pull --only image-input; \
-    fi
+# This service needs no model files (faceanalysis models list), so there is nothing to bake.
 
 # ---- runtime: the base image plus the venv; no compilers, no pip cache, no sources ----
 FROM python:3.11.14-slim-bookworm
@@ -30,10 +21,8 @@ LABEL org.opencontainers.image.title="faceanalysis-image-input" \
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    HOME=/tmp \
-    FACEANALYSIS_MODELS_DIR=/models
+    HOME=/tmp
 COPY --from=builder /opt/venv /opt/venv
-COPY --from=builder --chown=10001:10001 /models /models
 USER 10001:10001
 WORKDIR /tmp
 # gRPC, Prometheus metrics

@@ -258,8 +258,11 @@ class ImagesTest:
     def models(self) -> Path:
         models = self.tmp / "models"
         env = dict(os.environ, FACEANALYSIS_MODELS_DIR=str(models), FACEANALYSIS_MODEL_MIRROR=str(self.args.mirror))
+        from faceanalysis.models import manifest
+
+        self.with_models = {s for f in manifest().files for s in f.services}
         for svc in self.args.services:
-            if svc in self.args.bake:
+            if svc in self.args.bake or svc not in self.with_models:
                 continue
             cp = subprocess.run([str(Path(self.args.python).parent / "faceanalysis"), "models", "pull", "--only", svc,
                                  "--quiet"], env=env, capture_output=True, text=True, cwd=ROOT)
@@ -432,7 +435,7 @@ class ImagesTest:
             env = {"FACEANALYSIS_LOG_LEVEL": "INFO"}
             if not all_free:
                 env |= {"FACEANALYSIS_GRPC_PORT": str(ports[svc]), "FACEANALYSIS_METRICS_PORT": str(metrics[svc])}
-            volumes = [f"{models}:/models:ro"] if svc not in self.args.bake else []
+            volumes = [f"{models}:/models:ro"] if svc not in self.args.bake and svc in self.with_models else []
             allowed = {"/models"}
             if svc == "data-storage":
                 env["FACEANALYSIS_REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"

@@ -34,8 +34,9 @@ class YuNetDetector:
         # Input size is set per image: the model has symbolic height and width.
         self.model = cv2.FaceDetectorYN.create(str(model_path), "", (320, 320), threshold, 0.3, 5000)
 
-    # YuNet's anchors cover faces up to about this many pixels; larger faces (a close portrait in
-    # a 20 MP photo) are found on a copy scaled to COARSE_SIDE.
+    # YuNet's anchors cover faces up to about 256 pixels, so larger faces (a close portrait in a
+    # 20 MP photo) are missed at native size. We search a pyramid of halvings down to COARSE_SIDE;
+    # a coarser level adds only faces too big for the finer one (>= LARGE_FACE there).
     LARGE_FACE = 256
     COARSE_SIDE = 640
 
@@ -53,11 +54,15 @@ class YuNetDetector:
     def detect(self, bgr: np.ndarray) -> list[Detection]:
         found = self._run(bgr, 1.0)
         longest = max(bgr.shape[:2])
-        if longest > self.COARSE_SIDE:
-            scale = self.COARSE_SIDE / longest
+        coarsest = self.COARSE_SIDE / longest
+        scale = 1.0
+        while scale > coarsest:
+            scale = max(scale / 2, coarsest)
             small = cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
             for det in self._run(small, scale):
-                if max(det.width, det.height) >= self.LARGE_FACE and all(iou(det, f) < 0.3 for f in found):
+                # Size this face had one level finer: only faces that level could not see are new.
+                finer = max(det.width, det.height) * min(1.0, 2 * scale)
+                if finer >= self.LARGE_FACE and all(iou(det, f) < 0.3 for f in found):
                     found.append(det)
         return found
 
