@@ -384,7 +384,11 @@ class ImagesTest:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
             stub = image_input_pb2_grpc.FaceAnalysisStub(ch)
             t0 = time.monotonic()
-            res = stub.AnalyzeImage(image_input_pb2.AnalyzeImageRequest(image=data), timeout=120).result
+            try:
+                res = stub.AnalyzeImage(image_input_pb2.AnalyzeImageRequest(image=data), timeout=120).result
+            except grpc.RpcError as e:
+                raise Failure(f"AnalyzeImage failed: {e.code().name}: {e.details()}\n"
+                              + "\n".join(f"--- {s}:\n{self.tail(s, 10)}" for s in self.procs)) from None
             took = time.monotonic() - t0
             faces = len(res.faces)
             if faces != 1:

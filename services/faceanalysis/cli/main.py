@@ -66,6 +66,30 @@ def cmd_up(args) -> int:
     return 0
 
 
+def cmd_run(args) -> int:
+    """The main job on one machine: local stack, analyze a folder, draw the results, stop."""
+    from faceanalysis.cli.analyze import analyze, visualize
+    from faceanalysis.cli.stack import LocalStack
+
+    settings = _settings()
+    missing = [p for p in args.paths if not Path(p).exists()]
+    if missing:
+        print(f"error: {', '.join(missing)} not found; put photos there or pass IMAGES=<folder>", file=sys.stderr)
+        return 1
+    stack = LocalStack(models_dir=settings.models_dir.resolve(), archive_dir=settings.archive_dir.resolve(),
+                       workdir=Path(args.workdir).resolve())
+    print(f"starting the local stack (logs in {stack.log_dir}) ...", flush=True)
+    try:
+        with stack:
+            code = analyze(args.paths, stack.target("image-input"), Path(args.out), None, args.concurrency)
+            if code == 0 or any(Path(args.out).glob("*.json")):
+                code = visualize(Path(args.out), args.paths, Path(args.pictures)) or code
+    except RuntimeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return code
+
+
 def cmd_analyze(args) -> int:
     from faceanalysis.cli.analyze import analyze
 
@@ -115,6 +139,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--timeout", type=float, default=300, help="seconds to wait for every service to be SERVING")
     s.add_argument("--ready-file", help="write this file once everything is SERVING")
     s.set_defaults(fn=cmd_up)
+
+    s = sub.add_parser("run", help="start the local stack, analyze images, draw them, stop (make run)")
+    s.add_argument("paths", nargs="+")
+    s.add_argument("--out", default="storage/results", help="folder for <image stem>.json")
+    s.add_argument("--pictures", default="output", help="folder for annotated pictures")
+    s.add_argument("--concurrency", type=int, default=2)
+    s.add_argument("--workdir", default=".cache/stack", help="Redis data and service logs")
+    s.set_defaults(fn=cmd_run)
 
     s = sub.add_parser("analyze", help="analyze images or folders; writes one JSON per image")
     s.add_argument("paths", nargs="+")

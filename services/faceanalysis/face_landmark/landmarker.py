@@ -73,8 +73,15 @@ class Landmarker:
             return self.detector.detect(bgr)
 
     def landmarks(self, gray: np.ndarray, det: detectors.Detection) -> np.ndarray:
-        rect = dlib.rectangle(int(round(det.x)), int(round(det.y)),
-                              int(round(det.x + det.width)), int(round(det.y + det.height)))
+        x, y, w, h = det.x, det.y, det.width, det.height
+        if self.detector.name == "yunet":
+            # dlib's predictor was trained on dlib's own (squarer, lower) boxes. Measured on the
+            # shared photos (41 faces found by both): dlib's box centre sits 4.8 % of the height
+            # lower, and is 1.10x as wide and 0.82x as tall as YuNet's. Feed it a box like that.
+            cx, cy = x + w / 2, y + h / 2 + 0.048 * h
+            w, h = w * 1.10, h * 0.82
+            x, y = cx - w / 2, cy - h / 2
+        rect = dlib.rectangle(int(round(x)), int(round(y)), int(round(x + w)), int(round(y + h)))
         shape = self.predictor(gray, rect)
         return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
 

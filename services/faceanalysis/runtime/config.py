@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     redis_url: str = "redis://localhost:6379/0"
     redis_password: SecretStr | None = Field(None, description="overrides the URL's password; from a Kubernetes Secret")
     result_ttl_seconds: int = Field(7 * 24 * 3600, ge=1, description="how long Redis keeps a result")
-    archive_dir: Path = Field(Path("storage"), description="one JSON file per analysis")
+    archive_dir: Path = Field(Path("storage/archive"), description="one JSON file per analysis")
 
     def grpc_port_for(self, spec: services.ServiceSpec) -> int:
         return spec.grpc_port if self.grpc_port is None else self.grpc_port

@@ -1,0 +1,63 @@
+# faceanalysis: the two commands that matter are `make run` and `make test`.
+#
+#   make install     .venv with the package, every service's extra and the test tools
+#   make run         the main job: local stack + analyze $(IMAGES) + annotated pictures
+#   make test        everything that runs without a cluster or a Docker engine (CI runs it)
+#   make protos      regenerate services/faceanalysis/v1 from protos/
+#   make models      pull model files into $(FACEANALYSIS_MODELS_DIR) (mirror: FACEANALYSIS_MODEL_MIRROR)
+#   make up          the local stack until Ctrl-C
+#   make bench       face-attributes batching benchmark (ratios, not absolute times)
+# See mk/*.mk for images, compose and Kubernetes targets.
+
+SHELL := /bin/bash
+VENV ?= .venv
+PY ?= $(VENV)/bin/python
+FA ?= $(VENV)/bin/faceanalysis
+PYTHON ?= python3
+IMAGES ?= data/
+PYTEST_FLAGS ?=
+
+export FACEANALYSIS_MODELS_DIR ?= models
+# The shared mirror carries small stand-ins for DeepFace's models that want a 40 % crop margin
+# (see ../shared/models/README.md); DeepFace's official models want 0, the service default.
+export FACEANALYSIS_FACE_MARGIN ?= $(if $(FACEANALYSIS_MODEL_MIRROR),0.4,0)
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test protos models up bench clean
+
+help:  ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort | column -t -s $$'\t'
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed  ## create .venv and install everything
+
+protos: install  ## regenerate the gRPC code from protos/
+	$(PY) -m grpc_tools.protoc -I protos --python_out=services --grpc_python_out=services \
+	  --pyi_out=services protos/faceanalysis/v1/*.proto
+
+models: install  ## pull every model file (verifies sha256)
+	$(FA) models pull
+
+run: models  ## local stack + analyze $(IMAGES): JSON in storage/results, pictures in output/
+	@echo "face margin: $(FACEANALYSIS_FACE_MARGIN)"
+	$(FA) run $(IMAGES) --out storage/results --pictures output
+
+up: models  ## Redis and the four services on localhost:50050-50053 until Ctrl-C
+	$(FA) up
+
+test: install  ## every check that needs no cluster and no Docker engine
+	$(PY) -m pytest $(PYTEST_FLAGS)
+
+bench: models  ## batching benchmark with the pulled models and with VGG-sized random models
+	$(FA) bench
+	$(FA) bench --vgg
+
+clean:  ## remove local results, pictures and the stack's work folder (keeps models and .venv)
+	rm -rf storage output .cache/stack
+
+include $(wildcard mk/*.mk)
