@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import TimeoutError as FutureTimeout
 
 import grpc
 import numpy as np
@@ -66,8 +67,10 @@ class FaceAttributesServicer(face_attributes_pb2_grpc.FaceAttributesServicer):
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad crop: {err}")
         with timing.stage(timings, "face_attributes_inference"):
             batch = np.stack(faces) if faces else np.zeros((0, 224, 224, 3), np.float32)
-            remaining = context.time_remaining()
-            results = self.batcher.submit(batch).result(timeout=remaining)
+            try:
+                results = self.batcher.submit(batch).result(timeout=context.time_remaining())
+            except FutureTimeout:
+                context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed while waiting for inference")
         return face_attributes_pb2.PredictAttributesResponse(
             attributes=[to_message(a) for a in results],
             models=timing.model_infos(self.predictor.model_infos),
