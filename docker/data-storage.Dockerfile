@@ -26,9 +26,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     HOME=/tmp \
     FACEANALYSIS_ARCHIVE_DIR=/var/lib/faceanalysis/archive
 COPY --from=builder /opt/venv /opt/venv
-# One JSON file per analysis; mount a volume here (the root filesystem may be read-only).
+# One JSON file per analysis. Mount a volume here (a PVC in the chart): the root filesystem may be
+# read-only. No VOLUME instruction: an anonymous volume would silently hold (and lose) the archive.
 COPY --from=builder --chown=10001:10001 /var/lib/faceanalysis/archive /var/lib/faceanalysis/archive
-VOLUME ["/var/lib/faceanalysis/archive"]
 USER 10001:10001
 WORKDIR /tmp
 # gRPC, Prometheus metrics

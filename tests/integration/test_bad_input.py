@@ -110,3 +110,29 @@ def test_hostile_analysis_ids_are_refused(api):
             with pytest.raises(grpc.RpcError) as err:
                 call(request, timeout=10)
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def scrape(url: str) -> dict[tuple, float]:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_refusals_are_counted_by_status_code(api, local_stack):
+    url = local_stack.metrics_urls["image-input"]
+    key = ("faceanalysis_grpc_requests_total",
+           (("code", "INVALID_ARGUMENT"), ("method", "AnalyzeImage"), ("service", "image-input")))
+    ok = ("faceanalysis_grpc_requests_total", (("code", "OK"), ("method", "AnalyzeImage"), ("service", "image-input")))
+    before = scrape(url)
+    with pytest.raises(grpc.RpcError):
+        api.AnalyzeImage(image_input_pb2.AnalyzeImageRequest(image=b"nope"), timeout=10)
+    api.AnalyzeImage(image_input_pb2.AnalyzeImageRequest(
+        image=obama_bytes(), options=common_pb2.AnalysisOptions(no_store=True)), timeout=60)
+    after = scrape(url)
+    assert after[key] == before.get(key, 0) + 1
+    assert after[ok] == before.get(ok, 0) + 1
+    assert after[("faceanalysis_grpc_requests_in_flight", (("method", "AnalyzeImage"), ("service", "image-input")))] == 0

@@ -37,7 +37,7 @@ def cmd_up(args) -> int:
 
     settings = _settings()
     stack = LocalStack(models_dir=settings.models_dir.resolve(), archive_dir=settings.archive_dir.resolve(),
-                       workdir=Path(args.workdir).resolve())
+                       workdir=Path(args.workdir).resolve(), random_ports=args.random_ports)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -77,7 +77,7 @@ def cmd_run(args) -> int:
         print(f"error: {', '.join(missing)} not found; put photos there or pass IMAGES=<folder>", file=sys.stderr)
         return 1
     stack = LocalStack(models_dir=settings.models_dir.resolve(), archive_dir=settings.archive_dir.resolve(),
-                       workdir=Path(args.workdir).resolve())
+                       workdir=Path(args.workdir).resolve(), random_ports=args.random_ports)
     print(f"starting the local stack (logs in {stack.log_dir}) ...", flush=True)
     try:
         with stack:
@@ -138,6 +138,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--workdir", default=".cache/stack", help="Redis data and service logs")
     s.add_argument("--timeout", type=float, default=300, help="seconds to wait for every service to be SERVING")
     s.add_argument("--ready-file", help="write this file once everything is SERVING")
+    s.add_argument("--random-ports", action="store_true", help="free ports instead of 50050-50053 (runs beside another stack)")
     s.set_defaults(fn=cmd_up)
 
     s = sub.add_parser("run", help="start the local stack, analyze images, draw them, stop (make run)")
@@ -146,6 +147,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--pictures", default="output", help="folder for annotated pictures")
     s.add_argument("--concurrency", type=int, default=2)
     s.add_argument("--workdir", default=".cache/stack", help="Redis data and service logs")
+    s.add_argument("--random-ports", action="store_true", help="free ports instead of 50050-50053 (runs beside another stack)")
     s.set_defaults(fn=cmd_run)
 
     s = sub.add_parser("analyze", help="analyze images or folders; writes one JSON per image")
