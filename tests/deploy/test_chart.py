@@ -7,7 +7,7 @@ import helm_python as helm
 import pytest
 import yaml
 
-from .chart import CHART, SERVICES, SUBCHARTS, VARIANTS, merge, render
+from .chart import CHART, SUBCHARTS, VARIANTS, merge, render
 
 KUBE_VERSIONS = ["v1.27.0", "v1.37.0"]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .chart import RELEASE, ROOT, SERVICES, VARIANTS, pod_specs, render_module
+from .chart import RELEASE, ROOT, SERVICES, pod_specs
 
 try:
     from faceanalysis.runtime import services as fa_services

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .chart import CHART, ROOT, VARIANTS, render
+from .chart import CHART, ROOT, render
 
 RULES = CHART / "files" / "prometheus-rules.yaml"
 RULE_TESTS = Path(__file__).with_name("prometheus-rules.test.yaml")

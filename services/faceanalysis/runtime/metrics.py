@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 
-import grpc
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 # Latency buckets from 1 ms to 30 s: inference sits in the low ms, whole analyses in the 100 ms range.
@@ -89,67 +88,3 @@ class observe_inference:
         INFERENCE_LATENCY.labels(self.model).observe(time.perf_counter() - self.start)
         BATCH_SIZE.labels(self.model).observe(self.batch)
         return False
-
-
-def _method_name(handler_call_details) -> str:
-    return handler_call_details.method.rsplit("/", 1)[-1]
-
-
-class MetricsInterceptor(grpc.ServerInterceptor):
-    """Counts, times and tracks in-flight calls for every RPC of a service."""
-
-    def __init__(self, service: str):
-        self.service = service
-
-    def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
-        if handler is None or handler_call_details.method.startswith(("/grpc.health", "/grpc.reflection")):
-            return handler
-        method = _method_name(handler_call_details)
-        labels = (self.service, method)
-
-        def record(start: float, context) -> None:
-            code = context.code() if hasattr(context, "code") else None
-            name = code.name if isinstance(code, grpc.StatusCode) else "OK"
-            GRPC_REQUESTS.labels(self.service, method, name).inc()
-            GRPC_LATENCY.labels(*labels).observe(time.perf_counter() - start)
-
-        if handler.unary_unary:
-            inner = handler.unary_unary
-
-            def unary(request, context):
-                GRPC_IN_FLIGHT.labels(*labels).inc()
-                start = time.perf_counter()
-                try:
-                    return inner(request, context)
-                except Exception:
-                    if context.code() is None:
-                        context.set_code(grpc.StatusCode.UNKNOWN)
-                    raise
-                finally:
-                    GRPC_IN_FLIGHT.labels(*labels).dec()
-                    record(start, context)
-
-            return grpc.unary_unary_rpc_method_handler(
-                unary, handler.request_deserializer, handler.response_serializer
-            )
-        if handler.stream_stream:
-            inner_stream = handler.stream_stream
-
-            def stream(request_iterator, context):
-                GRPC_IN_FLIGHT.labels(*labels).inc()
-                start = time.perf_counter()
-                try:
-                    yield from inner_stream(request_iterator, context)
-                except Exception:
-                    if context.code() is None:
-                        context.set_code(grpc.StatusCode.UNKNOWN)
-                    raise
-                finally:
-                    GRPC_IN_FLIGHT.labels(*labels).dec()
-                    record(start, context)
-
-            return grpc.stream_stream_rpc_method_handler(
-                stream, handler.request_deserializer, handler.response_serializer
-            )
-        return handler

@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from faceanalysis.runtime import config, logging as fa_logging, metrics, services
 from faceanalysis.runtime.channels import message_size_options
 from faceanalysis.runtime.health import Health
+from faceanalysis.runtime.interceptors import MetricsInterceptor, RequestIdInterceptor
 
 log = logging.getLogger("faceanalysis.server")
 
@@ -49,44 +50,6 @@ class ServiceApp:
     max_message_bytes: int = 0
 
 
-class RequestIdInterceptor(grpc.ServerInterceptor):
-    """Takes the caller's x-request-id (or makes one) and binds it for logs and onward calls."""
-
-    def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return handler
-        incoming = dict(handler_call_details.invocation_metadata or ()).get(fa_logging.REQUEST_ID_HEADER)
-        request_id = incoming or fa_logging.new_request_id()
-
-        def bind(fn, streaming):
-            def unary(request, context):
-                token = fa_logging.set_request_id(request_id)
-                try:
-                    return fn(request, context)
-                finally:
-                    fa_logging.reset_request_id(token)
-
-            def stream(request, context):
-                token = fa_logging.set_request_id(request_id)
-                try:
-                    yield from fn(request, context)
-                finally:
-                    fa_logging.reset_request_id(token)
-
-            return stream if streaming else unary
-
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                bind(handler.unary_unary, False), handler.request_deserializer, handler.response_serializer
-            )
-        if handler.stream_stream:
-            return grpc.stream_stream_rpc_method_handler(
-                bind(handler.stream_stream, True), handler.request_deserializer, handler.response_serializer
-            )
-        return handler
-
-
 class Server:
     """A running service: gRPC server, health and the background model load."""
 
@@ -101,7 +64,7 @@ class Server:
         ]
         self.grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix=app.spec.name),
-            interceptors=[RequestIdInterceptor(), metrics.MetricsInterceptor(app.spec.name)],
+            interceptors=[RequestIdInterceptor(), MetricsInterceptor(app.spec.name)],
             options=options,
         )
         self.health.register(self.grpc)
