@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # data-storage: results in Redis (TTL, indexes) and one archived JSON file per analysis.
-# Build from the repository root:  docker build -f docker/data-storage.Dockerfile -t faceanalysis/data-storage .
+# Build from the repository root:  docker build -f docker/data-storage.Dockerfile -t faceanalysis-data-storage .
 
 # ---- builder: a virtual environment with the package and this service's extra only ----
 FROM python:3.11.14-slim-bookworm AS builder

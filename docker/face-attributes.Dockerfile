@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # face-attributes: age, gender and emotion with DeepFace's models on ONNX Runtime, micro-batched.
-# Build from the repository root:  docker build -f docker/face-attributes.Dockerfile -t faceanalysis/face-attributes .
+# Build from the repository root:  docker build -f docker/face-attributes.Dockerfile -t faceanalysis-face-attributes .
 
 # ---- builder: a virtual environment with the package and this service's extra only ----
 FROM python:3.11.14-slim-bookworm AS builder

@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # face-landmark: face detection (OpenCV YuNet, Haar, dlib HOG), 68 dlib landmarks, aligned crops.
-# Build from the repository root:  docker build -f docker/face-landmark.Dockerfile -t faceanalysis/face-landmark .
+# Build from the repository root:  docker build -f docker/face-landmark.Dockerfile -t faceanalysis-face-landmark .
 
 # ---- builder: a virtual environment with the package and this service's extra only ----
 FROM python:3.11.14-slim-bookworm AS builder

@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # image-input: the public gRPC API (faceanalysis.v1.FaceAnalysis). No ML stack.
-# Build from the repository root:  docker build -f docker/image-input.Dockerfile -t faceanalysis/image-input .
+# Build from the repository root:  docker build -f docker/image-input.Dockerfile -t faceanalysis-image-input .
 
 # ---- builder: a virtual environment with the package and this service's extra only ----
 FROM python:3.11.14-slim-bookworm AS builder

@@ -5,7 +5,7 @@
 #                      local Debian rootfs base, then health, uid, read-only root and one real
 #                      photo through the pipeline (needs root, buildah, debootstrap; CI runs it)
 #
-# Variables: IMAGE_REGISTRY, IMAGE_TAG, BAKE_MODELS, MODEL_MIRROR (images);
+# Variables: IMAGE_PREFIX (e.g. ghcr.io/you/), IMAGE_TAG, BAKE_MODELS, MODEL_MIRROR (images);
 #            IMAGES_TEST_FLAGS, e.g. "--services image-input data-storage", "--bake face-landmark",
 #            "--no-run", "--keep" (images-test).
 
@@ -13,7 +13,8 @@ VENV ?= .venv
 PY ?= $(VENV)/bin/python
 DOCKER ?= docker
 IMAGE_SERVICES ?= image-input face-landmark face-attributes data-storage
-IMAGE_REGISTRY ?= faceanalysis
+# Images are named faceanalysis-<service>, as the chart, skaffold.yaml and compose expect.
+IMAGE_PREFIX ?=
 IMAGE_TAG ?= $(shell $(PY) -c 'import tomllib;print(tomllib.load(open("pyproject.toml","rb"))["project"]["version"])' 2>/dev/null || echo dev)
 BAKE_MODELS ?= false
 MODEL_MIRROR ?=
@@ -28,7 +29,7 @@ images: $(addprefix image-,$(IMAGE_SERVICES))  ## build all four images (needs a
 $(addprefix image-,$(IMAGE_SERVICES)): image-%:
 	$(DOCKER) build --file docker/$*.Dockerfile \
 	  --build-arg BAKE_MODELS=$(BAKE_MODELS) --build-arg MODEL_MIRROR=$(MODEL_MIRROR) \
-	  --tag $(IMAGE_REGISTRY)/$*:$(IMAGE_TAG) .
+	  --tag $(IMAGE_PREFIX)faceanalysis-$*:$(IMAGE_TAG) .
 
 images-test:  ## build and run the images daemonless with buildah (root, buildah, debootstrap)
 	$(PY) docker/tools/images_test.py \

@@ -59,6 +59,7 @@ def vgg_model(path: Path, classes: int, seed: int) -> Path:
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 224, 224, 3])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", classes])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9  # what ONNX Runtime 1.31 loads; the onnx package would write a newer one
     onnx.save(model, str(path), save_as_external_data=True, location=path.name + ".data")
     return path
 

@@ -18,6 +18,8 @@ def run_pull(models_dir: Path, only: str | None, mirror: str | None, force: bool
             print("hint: without internet access, set FACEANALYSIS_MODEL_MIRROR to a directory or URL "
                   "that holds the model files (and ideally a SHA256SUMS)", file=sys.stderr)
         return 1
+    if not outcomes:
+        print(f"{only or 'this selection'} needs no model files; nothing to pull")
     for o in outcomes:
         state = "kept" if o.skipped else "pulled"
         check = "sha256 ok" if o.verified else "sha256 UNVERIFIED (no known hash; pinned in SHA256SUMS)"

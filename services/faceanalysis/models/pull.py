@@ -184,8 +184,6 @@ def pull(models_dir: Path, *, service: str | None = None, mirror_location: str |
     if mirror and not _is_url(mirror.location) and not Path(mirror.location).is_dir():
         raise PullError(f"model mirror {mirror.location} is not a directory or an http(s) URL")
     entries = manifest().for_service(service)
-    if not entries and service:
-        raise PullError(f"service {service!r} needs no model files")
     outcomes = []
     failures = []
     for entry in tqdm(entries, desc="models", unit="file", disable=not progress):
