@@ -82,3 +82,23 @@ def test_stream_backpressure_bounds_reads_and_work():
     # The reader never runs more than `limit` requests ahead of what the client has received
     # (+1: the request being pulled when a slot frees).
     assert max(ahead) <= limit + 1
+
+
+def test_client_going_away_frees_the_reader():
+    settings = config.Settings(stream_max_in_flight=2)
+    servicer = FaceAnalysisServicer(settings, SlowPipeline())
+
+    def endless():
+        i = 0
+        while True:
+            i += 1
+            yield image_input_pb2.AnalyzeImageRequest(image=str(i).encode())
+
+    stream = servicer.AnalyzeImages(endless(), Context())
+    next(stream)
+    next(stream)
+    stream.close()  # what gRPC does when the client cancels
+    deadline = time.monotonic() + 5
+    while any(t.name == "stream-reader" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(t.name == "stream-reader" for t in threading.enumerate())

@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,6 +204,3 @@ class LocalStack:
     def __exit__(self, *exc):
         self.stop()
 
-
-def temporary_workdir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="faceanalysis-"))

@@ -49,6 +49,7 @@ class FaceAnalysisServicer(image_input_pb2_grpc.FaceAnalysisServicer):
         """
         limit = self.settings.stream_max_in_flight
         slots = threading.Semaphore(limit)
+        cancelled = threading.Event()
         out: queue.Queue = queue.Queue()
         request_id = current_request_id()
         pool = ThreadPoolExecutor(max_workers=limit, thread_name_prefix="stream")
@@ -75,7 +76,7 @@ class FaceAnalysisServicer(image_input_pb2_grpc.FaceAnalysisServicer):
             try:
                 for index, request in enumerate(request_iterator):
                     slots.acquire()
-                    if not context.is_active():
+                    if cancelled.is_set() or not context.is_active():
                         break
                     pool.submit(work, index, request)
             except grpc.RpcError:
@@ -85,9 +86,15 @@ class FaceAnalysisServicer(image_input_pb2_grpc.FaceAnalysisServicer):
                 out.put(_END)
 
         threading.Thread(target=read, name="stream-reader", daemon=True).start()
-        while (item := out.get()) is not _END:
-            yield item
-            slots.release()
+        try:
+            while (item := out.get()) is not _END:
+                yield item
+                slots.release()
+        finally:
+            # The client may have gone: free the reader if it waits for a slot, so it can stop.
+            cancelled.set()
+            for _ in range(limit):
+                slots.release()
 
     # --- stored results ---------------------------------------------------------------
     def _storage(self, context, call, request):
