@@ -78,7 +78,14 @@ def test_health_command(local_stack):
     assert down.returncode == 1 and down.stdout.strip() == "UNREACHABLE"
 
 
+def service_processes() -> set[str]:
+    """PIDs of every `faceanalysis serve` process on the machine."""
+    found = subprocess.run(["pgrep", "-f", "faceanalysis.cli.main serve"], capture_output=True, text=True)
+    return set(found.stdout.split())
+
+
 def test_run_is_the_whole_job_and_cleans_up(models_dir, photos, tmp_path):
+    before = service_processes()
     env = dict(os.environ, FACEANALYSIS_MODELS_DIR=str(models_dir), FACEANALYSIS_FACE_MARGIN=TEST_MARGIN,
                FACEANALYSIS_ARCHIVE_DIR=str(tmp_path / "archive"), FACEANALYSIS_MODEL_MIRROR=str(MIRROR))
     proc = subprocess.run([*FA, "run", str(photos), "--out", str(tmp_path / "results"), "--pictures",
@@ -89,10 +96,12 @@ def test_run_is_the_whole_job_and_cleans_up(models_dir, photos, tmp_path):
     assert len(list((tmp_path / "output").glob("*.png"))) == 4
     assert len(list((tmp_path / "archive").glob("*.json"))) == 4
     leftover = subprocess.run(["pgrep", "-f", str(tmp_path / "work")], capture_output=True, text=True)
-    assert leftover.stdout == "", "redis or a service outlived `faceanalysis run`"
+    assert leftover.stdout == "", "redis outlived `faceanalysis run`"
+    assert service_processes() <= before, "a service outlived `faceanalysis run`"
 
 
 def test_up_stops_everything_on_sigterm(models_dir, tmp_path):
+    before = service_processes()
     env = dict(os.environ, FACEANALYSIS_MODELS_DIR=str(models_dir), FACEANALYSIS_ARCHIVE_DIR=str(tmp_path / "a"))
     ready = tmp_path / "ready"
     up = subprocess.Popen([*FA, "up", "--random-ports", "--workdir", str(tmp_path / "work"),
@@ -112,3 +121,4 @@ def test_up_stops_everything_on_sigterm(models_dir, tmp_path):
             up.kill()
     leftover = subprocess.run(["pgrep", "-f", str(tmp_path / "work")], capture_output=True, text=True)
     assert leftover.stdout == ""
+    assert service_processes() <= before
