@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import grpc
@@ -37,6 +38,7 @@ def test_get_list_delete(api, local_stack):
 
     got = api.GetAnalysis(image_input_pb2.GetAnalysisRequest(analysis_id=result.analysis_id), timeout=10).result
     assert got.analysis_id == result.analysis_id and len(got.faces) == 2
+    assert got.stored and not got.cached
     assert got.faces[0].landmarks == result.faces[0].landmarks
 
     listed = api.ListAnalyses(image_input_pb2.ListAnalysesRequest(page_size=500), timeout=10)
@@ -113,6 +115,8 @@ def test_redis_restart_keeps_results_with_aof(api, local_stack):
     # Straight from Redis, not the archive fallback: AOF brought the entry back.
     assert client.hget(f"fa:result:{result.analysis_id}", "result") is not None
     assert client.ttl(f"fa:result:{result.analysis_id}") > 0
+    archived = json.loads((local_stack.archive_dir / f"{result.analysis_id}.json").read_text())
+    assert archived["stored"] is True
     got = api.GetAnalysis(image_input_pb2.GetAnalysisRequest(analysis_id=result.analysis_id), timeout=10).result
     assert len(got.faces) == 6
 

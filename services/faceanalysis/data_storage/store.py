@@ -81,7 +81,12 @@ class Store:
         self.archive.check_writable()
 
     def put(self, result: common_pb2.AnalysisResult, key: str) -> Path:
-        text = results.to_json(result)
+        # What we keep is what we acknowledge: a stored result reads back as stored.
+        kept = common_pb2.AnalysisResult()
+        kept.CopyFrom(result)
+        kept.stored = True
+        kept.ClearField("storage_error")
+        text = results.to_json(kept)
         path = self.archive.write(result.analysis_id, text)
         created = result.created_at.ToSeconds() if result.HasField("created_at") else time.time()
         try:

@@ -40,21 +40,21 @@ def peer_error(peer: str, err: grpc.RpcError) -> AnalysisError:
     return AnalysisError(grpc.StatusCode.INTERNAL, f"{peer} failed ({code.name}): {err.details()}")
 
 
-def cache_key(sha256: str, options: common_pb2.AnalysisOptions) -> str:
-    # No option changes what the pipeline computes today; skip_cache and no_store only change
-    # how the result is handled. The pipeline version stands in for everything else.
+def cache_key(sha256: str) -> str:
+    # No request option changes what the pipeline computes (skip_cache and no_store only change
+    # how the result is handled), so the key is the image plus the pipeline version. An option
+    # that changes results must join the key.
     return f"{sha256}:v{PIPELINE_VERSION}"
 
 
 class Pipeline:
     def __init__(self, settings: config.Settings):
         self.settings = settings
-        big = settings.max_image_pixels * 3 + 1024 * 1024
         retries = settings.rpc_retries
-        self.landmark = face_landmark_pb2_grpc.FaceLandmarkStub(
-            channels.dial(settings.landmark_target, retries=retries, max_message_bytes=big))
-        self.attributes = face_attributes_pb2_grpc.FaceAttributesStub(
-            channels.dial(settings.attributes_target, retries=retries, max_message_bytes=64 * 1024 * 1024))
+        self.landmark = face_landmark_pb2_grpc.FaceLandmarkStub(channels.dial(
+            settings.landmark_target, retries=retries, max_message_bytes=settings.raw_image_message_bytes))
+        self.attributes = face_attributes_pb2_grpc.FaceAttributesStub(channels.dial(
+            settings.attributes_target, retries=retries, max_message_bytes=channels.PEER_MESSAGE_BYTES))
         self.storage = data_storage_pb2_grpc.DataStorageStub(
             channels.dial(settings.storage_target, retries=retries))
 
@@ -73,7 +73,7 @@ class Pipeline:
             return None
         metrics.CACHE_LOOKUPS.labels("hit").inc()
         result = found.result
-        result.cached = result.stored = True
+        result.cached = True
         return result
 
     def analyze(self, data: bytes, options: common_pb2.AnalysisOptions,
@@ -83,7 +83,7 @@ class Pipeline:
         with timing.stage(timings, "decode"):
             image = decode(data, max_bytes=self.settings.max_image_bytes,
                            max_pixels=self.settings.max_image_pixels, min_side=self.settings.min_image_side)
-        key = cache_key(image.sha256, options)
+        key = cache_key(image.sha256)
         use_cache = not options.skip_cache and not options.no_store
         if use_cache and (hit := self._cached(key, deadline)) is not None:
             return hit
