@@ -61,7 +61,7 @@ def analyze(paths: list[str], target: str, out: Path, visualize: Path | None, co
     names = output_names(files)
     options = common_pb2.AnalysisOptions(no_store=no_store, skip_cache=skip_cache)
 
-    channel = channels.dial(target, retries=0, max_message_bytes=64 * 1024 * 1024)
+    channel = channels.dial(target, retries=0, max_message_bytes=channels.PEER_MESSAGE_BYTES)
     stub = image_input_pb2_grpc.FaceAnalysisStub(channel)
     failures: list[str] = []
     face_counts: list[int] = []

@@ -9,7 +9,7 @@ import grpc
 import redis
 
 from faceanalysis.data_storage.store import Archive, Store
-from faceanalysis.runtime import config, metrics, results, services
+from faceanalysis.runtime import channels, config, metrics, results, services
 from faceanalysis.runtime.logging import log as log_fields
 from faceanalysis.runtime.server import ServiceApp
 from faceanalysis.v1 import data_storage_pb2, data_storage_pb2_grpc, image_input_pb2
@@ -114,5 +114,5 @@ def build(settings: config.Settings) -> ServiceApp:
         load=load,
         close=stop.set,
         reflected=(services.DATA_STORAGE.grpc_service,),
-        max_message_bytes=64 * 1024 * 1024,
+        max_message_bytes=channels.PEER_MESSAGE_BYTES,
     )

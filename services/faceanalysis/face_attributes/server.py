@@ -11,7 +11,7 @@ import numpy as np
 from faceanalysis import models
 from faceanalysis.face_attributes.batcher import Batcher
 from faceanalysis.face_attributes.predictor import EMOTIONS, Predictor, cut_face
-from faceanalysis.runtime import config, rawimage, services, timing
+from faceanalysis.runtime import channels, config, rawimage, services, timing
 from faceanalysis.runtime.server import NotReady, ServiceApp
 from faceanalysis.v1 import common_pb2, face_attributes_pb2, face_attributes_pb2_grpc
 
@@ -86,5 +86,5 @@ def build(settings: config.Settings) -> ServiceApp:
         load=servicer.load,
         close=servicer.close,
         reflected=(services.FACE_ATTRIBUTES.grpc_service,),
-        max_message_bytes=64 * 1024 * 1024,
+        max_message_bytes=channels.PEER_MESSAGE_BYTES,
     )

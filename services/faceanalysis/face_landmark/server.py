@@ -66,6 +66,5 @@ def build(settings: config.Settings) -> ServiceApp:
         register=lambda server: face_landmark_pb2_grpc.add_FaceLandmarkServicer_to_server(servicer, server),
         load=servicer.load,
         reflected=(services.FACE_LANDMARK.grpc_service,),
-        # Raw pixels of the largest accepted image, plus protobuf framing.
-        max_message_bytes=settings.max_image_pixels * 3 + 1024 * 1024,
+        max_message_bytes=settings.raw_image_message_bytes,
     )

@@ -16,6 +16,8 @@ import grpc
 from faceanalysis.runtime.logging import REQUEST_ID_HEADER, current_request_id
 
 MAX_MESSAGE_BYTES_FLOOR = 16 * 1024 * 1024
+# Aligned crops (at most CROP_SIZE^2 x 3 bytes each) and results: room for dozens of faces.
+PEER_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 def message_size_options(max_bytes: int) -> list[tuple[str, int]]:
@@ -48,23 +50,13 @@ class _RequestIdInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.StreamStreamC
         if not request_id:
             return details
         metadata = list(details.metadata or []) + [(REQUEST_ID_HEADER, request_id)]
-        return details._replace(metadata=metadata) if hasattr(details, "_replace") else _Details(details, metadata)
+        return details._replace(metadata=metadata)  # grpc hands interceptors a namedtuple
 
     def intercept_unary_unary(self, continuation, client_call_details, request):
         return continuation(self._details(client_call_details), request)
 
     def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
         return continuation(self._details(client_call_details), request_iterator)
-
-
-class _Details(grpc.ClientCallDetails):
-    def __init__(self, base, metadata):
-        self.method = base.method
-        self.timeout = base.timeout
-        self.metadata = metadata
-        self.credentials = base.credentials
-        self.wait_for_ready = getattr(base, "wait_for_ready", None)
-        self.compression = getattr(base, "compression", None)
 
 
 def dial(target: str, *, retries: int = 3, max_message_bytes: int = MAX_MESSAGE_BYTES_FLOOR) -> grpc.Channel:

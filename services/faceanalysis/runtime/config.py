@@ -71,6 +71,11 @@ class Settings(BaseSettings):
         return spec.metrics_port if self.metrics_port is None else self.metrics_port
 
     @property
+    def raw_image_message_bytes(self) -> int:
+        """The largest DetectFaces request: raw BGR pixels of the biggest accepted image."""
+        return self.max_image_pixels * 3 + 1024 * 1024
+
+    @property
     def deepface_home(self) -> Path:
         """DeepFace looks for weights in $DEEPFACE_HOME/.deepface/weights."""
         return self.models_dir.resolve()
