@@ -7,6 +7,7 @@
 #   make models      pull model files into $(FACEANALYSIS_MODELS_DIR) (mirror: FACEANALYSIS_MODEL_MIRROR)
 #   make up          the local stack until Ctrl-C
 #   make bench       face-attributes batching benchmark (ratios, not absolute times)
+#   make soak        10 minutes of mixed good and hostile uploads; RSS, threads and fds must stay flat
 # See mk/*.mk for images, compose and Kubernetes targets.
 
 SHELL := /bin/bash
@@ -23,7 +24,7 @@ export FACEANALYSIS_MODELS_DIR ?= models
 export FACEANALYSIS_FACE_MARGIN ?= $(if $(FACEANALYSIS_MODEL_MIRROR),0.4,0)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test protos models up bench clean
+.PHONY: help install run test protos models up bench soak clean
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort | column -t -s $$'\t'
@@ -56,6 +57,10 @@ test: install  ## every check that needs no cluster and no Docker engine
 bench: models  ## batching benchmark with the pulled models and with VGG-sized random models
 	$(FA) bench
 	$(FA) bench --vgg
+
+SOAK_MINUTES ?= 10
+soak: install  ## 10 min at concurrency 16 of good and hostile uploads against the local stack; prints RSS/threads/fds
+	$(PY) -m tests.soak.soak --minutes $(SOAK_MINUTES) --concurrency 16
 
 clean:  ## remove local results, pictures and the stack's work folder (keeps models and .venv)
 	rm -rf storage output .cache/stack

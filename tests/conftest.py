@@ -42,3 +42,24 @@ def api(local_stack):
                                              ("grpc.max_receive_message_length", 256 * 1024 * 1024)])
     yield image_input_pb2_grpc.FaceAnalysisStub(channel)
     channel.close()
+
+
+@pytest.fixture
+def spare_input(local_stack, tmp_path):
+    """Starts extra image-input processes wired to the shared stack's peers: ours to kill,
+    restart or load, with their own settings (`spare_input(FACEANALYSIS_X="1")`)."""
+    started: list[LocalStack] = []
+
+    def start(**env) -> LocalStack:
+        stack = LocalStack(models_dir=local_stack.models_dir, archive_dir=local_stack.archive_dir,
+                           workdir=tmp_path / f"image-input-{len(started)}", random_ports=True,
+                           extra_env={"image-input": env})
+        stack.grpc_ports.update({n: p for n, p in local_stack.grpc_ports.items() if n != "image-input"})
+        stack.start_service("image-input")
+        stack.wait_serving(["image-input"], timeout=30)
+        started.append(stack)
+        return stack
+
+    yield start
+    for stack in started:
+        stack.stop()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .chart import CHART, ROOT, render
+from .chart import CHART, ROOT, SERVICES, render
 
 RULES = CHART / "files" / "prometheus-rules.yaml"
 RULE_TESTS = Path(__file__).with_name("prometheus-rules.test.yaml")
@@ -42,7 +42,7 @@ def referenced_metrics() -> dict[str, set[str]]:
     for where, text in [("prometheus-rules.yaml", RULES.read_text()), *dashboard_exprs().items()]:
         for name in METRIC.findall(text):
             uses.setdefault(name, set()).add(where.split(":")[0])
-    hpas = render({s: {"autoscaling": {"inFlight": {"enabled": True}}} for s in ("image-input",)}).of_kind("HorizontalPodAutoscaler")
+    hpas = render({s: {"autoscaling": {"inFlight": {"enabled": True}}} for s in SERVICES}).of_kind("HorizontalPodAutoscaler")
     for hpa in hpas:
         for metric in hpa["spec"]["metrics"]:
             if metric["type"] == "Pods":
@@ -98,7 +98,8 @@ def test_dashboards_are_grafana_json():
     for needed in ("faceanalysis_grpc_requests_total", "faceanalysis_grpc_request_duration_seconds_bucket",
                    "faceanalysis_model_inference_duration_seconds_bucket", "faceanalysis_model_batch_size",
                    "faceanalysis_faces_per_image", "kube_horizontalpodautoscaler_status_current_replicas",
-                   "faceanalysis_cache_lookups_total", "redis_up"):
+                   "faceanalysis_cache_lookups_total", "redis_up", "faceanalysis_work_in_flight",
+                   "faceanalysis_work_capacity", "faceanalysis_admission_rejections_total"):
         assert needed in queries, needed
 
 

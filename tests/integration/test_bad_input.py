@@ -2,56 +2,22 @@
 
 from __future__ import annotations
 
-import io
-import os
-import struct
-import zlib
+import asyncio
 
 import grpc
-import numpy as np
 import pytest
 import redis
-from PIL import Image
 
-from faceanalysis.v1 import common_pb2, image_input_pb2
+from faceanalysis.v1 import common_pb2, image_input_pb2, image_input_pb2_grpc
+from tests.hostile import ACCEPTED, HOSTILE
 from tests.support import image
 
 MiB = 1024 * 1024
+ANALYZE = "/faceanalysis.v1.FaceAnalysis/AnalyzeImage"
 
 
 def obama_bytes() -> bytes:
     return image("face_recognition/obama.jpg").read_bytes()
-
-
-def encode(img: Image.Image, fmt: str, **kw) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, fmt, **kw)
-    return buf.getvalue()
-
-
-def png_bomb(width: int = 20000, height: int = 20000) -> bytes:
-    """A valid 20000x20000 grayscale PNG of ~400 MB pixels that compresses to a few hundred KB."""
-    row = b"\x00" + bytes(width)
-    compressor = zlib.compressobj(9)
-    data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
-
-
-REFUSED = {
-    "empty": (lambda: b"", grpc.StatusCode.INVALID_ARGUMENT, "empty"),
-    "random bytes": (lambda: os.urandom(4096), grpc.StatusCode.INVALID_ARGUMENT, "not a recognised image"),
-    "truncated jpeg": (lambda: obama_bytes()[: len(obama_bytes()) // 3], grpc.StatusCode.INVALID_ARGUMENT,
-                       "truncated"),
-    "1x1 image": (lambda: encode(Image.new("RGB", (1, 1)), "PNG"), grpc.StatusCode.INVALID_ARGUMENT, "at least"),
-    "20000x20000 png bomb": (png_bomb, grpc.StatusCode.RESOURCE_EXHAUSTED, "pixels"),
-    "oversize": (lambda: obama_bytes() + os.urandom(21 * MiB), grpc.StatusCode.RESOURCE_EXHAUSTED, "limit"),
-    "gif": (lambda: encode(Image.new("RGB", (64, 64)), "GIF"), grpc.StatusCode.INVALID_ARGUMENT, "not supported"),
-}
 
 
 def state(local_stack) -> tuple[int, int]:
@@ -61,46 +27,119 @@ def state(local_stack) -> tuple[int, int]:
     return client.dbsize(), files
 
 
-@pytest.mark.parametrize("kind", list(REFUSED))
-def test_refused_with_clear_status_and_nothing_stored(api, local_stack, kind):
-    make, code, words = REFUSED[kind]
+def all_alive(local_stack) -> bool:
+    return all(p.poll() is None for p in local_stack.processes.values())
+
+
+@pytest.mark.parametrize("kind", list(HOSTILE))
+def test_hostile_upload_is_refused_clearly_and_changes_nothing(api, local_stack, kind):
+    make, code, words = HOSTILE[kind]
     before = state(local_stack)
     with pytest.raises(grpc.RpcError) as err:
         api.AnalyzeImage(image_input_pb2.AnalyzeImageRequest(image=make()), timeout=60)
-    assert err.value.code() == code
+    assert err.value.code() == code, err.value.details()
     assert words in err.value.details()
     assert state(local_stack) == before
-    # The service is unharmed: the next real photo still works.
+    assert all_alive(local_stack)
+
+
+def test_services_are_unharmed_after_the_hostile_uploads(api, local_stack):
+    ok = api.AnalyzeImage(image_input_pb2.AnalyzeImageRequest(
+        image=obama_bytes(), options=common_pb2.AnalysisOptions(no_store=True)), timeout=60)
+    assert len(ok.result.faces) == 1
+    assert all_alive(local_stack)
+
+
+@pytest.mark.parametrize("kind", list(ACCEPTED))
+def test_awkward_but_valid_upload_is_converted_not_refused(api, kind):
+    make, fmt = ACCEPTED[kind]
+    result = api.AnalyzeImage(image_input_pb2.AnalyzeImageRequest(
+        image=make(), options=common_pb2.AnalysisOptions(no_store=True)), timeout=60).result
+    assert result.image.format == fmt
+    assert len(result.faces) == 1
+    assert result.faces[0].gender.label == common_pb2.GENDER_MAN
+
+
+# --- attacks on the protocol rather than the picture --------------------------------------------
+def raw_call(local_stack, payload: bytes, timeout: float = 60):
+    """AnalyzeImage with `payload` as the serialized request, whatever it is."""
+    with grpc.insecure_channel(local_stack.target("image-input"),
+                               options=[("grpc.max_send_message_length", 128 * MiB)]) as channel:
+        call = channel.unary_unary(ANALYZE, request_serializer=None, response_deserializer=None)
+        return call(payload, timeout=timeout)
+
+
+def test_malformed_protobuf_is_invalid_argument(local_stack):
+    for payload in (b"\xff\xff\xff\xff", b"\x0a\xff\xff\xff\xff\x0f", b"\x12\x05abc"):
+        with pytest.raises(grpc.RpcError) as err:
+            raw_call(local_stack, payload)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "not a valid protobuf message" in err.value.details()
+    assert all_alive(local_stack)
+
+
+def test_unknown_fields_are_ignored(local_stack):
+    request = image_input_pb2.AnalyzeImageRequest(image=obama_bytes(), options=common_pb2.AnalysisOptions(no_store=True))
+    # Field 99 (varint 7) and field 100 (bytes): what a newer client might send.
+    payload = request.SerializeToString() + b"\x98\x06\x07" + b"\xa2\x06\x03abc"
+    reply = image_input_pb2.AnalyzeImageResponse.FromString(raw_call(local_stack, payload))
+    assert len(reply.result.faces) == 1
+
+
+def test_zero_byte_message_is_an_empty_image(local_stack):
+    with pytest.raises(grpc.RpcError) as err:
+        raw_call(local_stack, b"")
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "empty" in err.value.details()
+
+
+def test_63_mib_message_is_refused_before_it_is_read(local_stack):
+    before = state(local_stack)
+    payload = image_input_pb2.AnalyzeImageRequest(image=b"\xff\xd8\xff" + bytes(63 * MiB)).SerializeToString()
+    with pytest.raises(grpc.RpcError) as err:
+        raw_call(local_stack, payload)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert state(local_stack) == before
+    assert all_alive(local_stack)
+
+
+def test_a_thousand_concurrent_empty_streams(api, local_stack):
+    async def empty_streams(count: int) -> list[int]:
+        async with grpc.aio.insecure_channel(local_stack.target("image-input")) as channel:
+            stub = image_input_pb2_grpc.FaceAnalysisStub(channel)
+
+            async def one() -> int:
+                call = stub.AnalyzeImages()
+                await call.done_writing()
+                return len([answer async for answer in call])
+
+            return await asyncio.gather(*(one() for _ in range(count)))
+
+    answers = asyncio.run(empty_streams(1000))
+    assert answers == [0] * 1000
+    assert all_alive(local_stack)
     ok = api.AnalyzeImage(image_input_pb2.AnalyzeImageRequest(
         image=obama_bytes(), options=common_pb2.AnalysisOptions(no_store=True)), timeout=60)
     assert len(ok.result.faces) == 1
 
 
-def converted_inputs():
-    obama = Image.open(image("face_recognition/obama.jpg")).convert("RGB")
-    gray16 = (np.asarray(obama.convert("L"), dtype=np.uint16) * 257)
-    rgba = obama.convert("RGBA")
-    rgba.putalpha(200)
-    return {
-        "cmyk jpeg": (encode(obama.convert("CMYK"), "JPEG", quality=92), "JPEG"),
-        "16-bit png": (encode(Image.fromarray(gray16), "PNG"), "PNG"),
-        "rgba png": (encode(rgba, "PNG"), "PNG"),
-        "grayscale webp": (encode(obama.convert("L"), "WEBP", quality=90), "WEBP"),
-        "bmp": (encode(obama, "BMP"), "BMP"),
-        "tiff": (encode(obama, "TIFF"), "TIFF"),
-        # Bytes are sniffed, never trusted by name: a PNG that a client calls photo.jpg is a PNG.
-        "wrong extension": (encode(obama, "PNG"), "PNG"),
-    }
+def test_stream_closed_by_the_client_halfway(api, local_stack):
+    """The client writes two images and vanishes before reading an answer: the stream's work is
+    dropped and the server goes on."""
+    async def abandon() -> None:
+        async with grpc.aio.insecure_channel(local_stack.target("image-input"),
+                                             options=[("grpc.max_send_message_length", 64 * MiB)]) as channel:
+            call = image_input_pb2_grpc.FaceAnalysisStub(channel).AnalyzeImages()
+            for _ in range(2):
+                await call.write(image_input_pb2.AnalyzeImageRequest(image=obama_bytes(),
+                                                                     options=common_pb2.AnalysisOptions(no_store=True)))
+            call.cancel()
 
-
-@pytest.mark.parametrize("kind", list(converted_inputs()))
-def test_converted_not_refused(api, kind):
-    data, fmt = converted_inputs()[kind]
-    result = api.AnalyzeImage(image_input_pb2.AnalyzeImageRequest(
-        image=data, options=common_pb2.AnalysisOptions(no_store=True)), timeout=60).result
-    assert result.image.format == fmt
-    assert len(result.faces) == 1
-    assert result.faces[0].gender.label == common_pb2.GENDER_MAN
+    asyncio.run(abandon())
+    assert all_alive(local_stack)
+    ok = api.AnalyzeImage(image_input_pb2.AnalyzeImageRequest(
+        image=obama_bytes(), options=common_pb2.AnalysisOptions(no_store=True)), timeout=60)
+    assert len(ok.result.faces) == 1
 
 
 def test_hostile_analysis_ids_are_refused(api):

@@ -11,7 +11,10 @@ import sys
 import time
 
 import pytest
+import redis
 
+from faceanalysis.cli.stack import LocalStack
+from tests.integration.test_faults import distinct_photos
 from tests.support import MIRROR, TEST_MARGIN, image
 
 FA = [sys.executable, "-m", "faceanalysis.cli.main"]
@@ -51,10 +54,46 @@ def test_analyze_writes_json_per_image_and_pictures(local_stack, photos, tmp_pat
 
 
 def test_analyze_reports_unreachable_server(photos, tmp_path):
-    proc = subprocess.run([*FA, "analyze", str(photos), "--target", "127.0.0.1:9", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=120)
+    started = time.monotonic()
+    proc = subprocess.run([*FA, "analyze", str(photos), "--target", "127.0.0.1:9", "--out", str(tmp_path),
+                           "--retry-seconds", "3"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "image-input at 127.0.0.1:9: UNAVAILABLE" in proc.stderr
+    assert "giving up with 4 of 4 images left" in proc.stderr
+    assert "0 of 4 images analyzed" in proc.stdout
+    assert 3 <= time.monotonic() - started < 30  # it kept trying for --retry-seconds, then stopped
+
+
+def test_analyze_resumes_streams_cut_by_connection_age(models_dir, tmp_path):
+    """image-input closes every connection after 2 s (1 s grace): streams break again and again.
+    The run still answers every image once, and no image is analyzed twice."""
+    count, age = 200, 2
+    folder = tmp_path / "in"
+    distinct_photos(folder, count)
+    work = tmp_path / "stack"
+    stack = LocalStack(models_dir=models_dir, archive_dir=work / "archive", workdir=work, random_ports=True,
+                       extra_env={"*": {"FACEANALYSIS_FACE_MARGIN": TEST_MARGIN},
+                                  "image-input": {"FACEANALYSIS_MAX_CONNECTION_AGE_SECONDS": str(age),
+                                                  "FACEANALYSIS_MAX_CONNECTION_AGE_GRACE_SECONDS": "1"}})
+    out = tmp_path / "json"
+    with stack:
+        started = time.monotonic()
+        proc = subprocess.run([*FA, "analyze", str(folder), "--target", stack.target("image-input"),
+                               "--out", str(out), "--concurrency", "2"], capture_output=True, text=True, timeout=300)
+        took = time.monotonic() - started
+        client = redis.Redis.from_url(stack.redis.url)
+        in_redis = {key.decode().removeprefix("fa:result:") for key in client.scan_iter("fa:result:*")}
+        client.close()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert took >= 3 * age, f"the run took {took:.1f} s: too short to cross several connection ages"
+    assert f"{count} of {count} images analyzed" in proc.stdout
+    jsons = sorted(out.glob("*.json"))
+    assert len(jsons) == count
+    ids = {json.loads(p.read_text())["analysis_id"] for p in jsons}
+    archived = {p.stem for p in (work / "archive").glob("*.json")}
+    assert len(ids) == count
+    assert archived == ids, f"{len(archived - ids)} analyses archived that no answer names (analyzed twice)"
+    assert in_redis == ids, f"{len(in_redis - ids)} analyses in Redis that no answer names (analyzed twice)"
 
 
 def test_analyze_lists_refused_images(local_stack, tmp_path):

@@ -17,16 +17,8 @@ from tests.support import image
 
 
 @pytest.fixture
-def second_input(local_stack, tmp_path):
-    """An extra image-input process wired to the shared stack's peers, ours to kill."""
-    stack = LocalStack(models_dir=local_stack.models_dir, archive_dir=local_stack.archive_dir, workdir=tmp_path,
-                       random_ports=True)
-    stack.grpc_ports.update({n: p for n, p in local_stack.grpc_ports.items() if n != "image-input"})
-    stack.extra_env = {"image-input": {"FACEANALYSIS_SHUTDOWN_GRACE_SECONDS": "20"}}
-    stack.start_service("image-input")
-    stack.wait_serving(["image-input"], timeout=30)
-    yield stack
-    stack.stop()
+def second_input(spare_input):
+    return spare_input(FACEANALYSIS_SHUTDOWN_GRACE_SECONDS="20")
 
 
 def big_photo() -> bytes:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import threading
-import time
+import asyncio
+
+import grpc
+import pytest
 
 from faceanalysis.image_input.server import FaceAnalysisServicer
 from faceanalysis.runtime import config
@@ -36,47 +38,52 @@ class SlowPipeline:
     def __init__(self):
         self.active = 0
         self.peak = 0
-        self.lock = threading.Lock()
+        self.started = 0
+        self.finished = 0
 
-    def analyze(self, data, options, deadline=None):
-        with self.lock:
-            self.active += 1
-            self.peak = max(self.peak, self.active)
-        time.sleep(0.05)
-        with self.lock:
+    async def analyze(self, data, options, deadline=None):
+        self.started += 1
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        try:
+            await asyncio.sleep(0.05)
+        finally:
             self.active -= 1
+        self.finished += 1
         return common_pb2.AnalysisResult(analysis_id=data.decode())
 
 
 class Context:
-    def is_active(self):
-        return True
-
     def time_remaining(self):
         return None
 
 
+def servicer_with(pipeline, **settings) -> FaceAnalysisServicer:
+    return FaceAnalysisServicer(config.Settings(**settings), pipeline)
+
+
 def test_stream_backpressure_bounds_reads_and_work():
     limit = 3
-    settings = config.Settings(stream_max_in_flight=limit)
     pipeline = SlowPipeline()
-    servicer = FaceAnalysisServicer(settings, pipeline)
-    pulled = 0
-    emitted = 0
+    servicer = servicer_with(pipeline, stream_max_in_flight=limit)
+    counts = {"pulled": 0, "emitted": 0}
     ahead = []
 
-    def requests():
-        nonlocal pulled
+    async def requests():
         for i in range(30):
-            pulled += 1
-            ahead.append(pulled - emitted)
+            counts["pulled"] += 1
+            ahead.append(counts["pulled"] - counts["emitted"])
             yield image_input_pb2.AnalyzeImageRequest(image=str(i).encode())
 
-    seen = []
-    for response in servicer.AnalyzeImages(requests(), Context()):
-        emitted += 1
-        seen.append(response.index)
-        time.sleep(0.02)  # a slow reader must hold the server back too
+    async def consume():
+        seen = []
+        async for response in servicer.AnalyzeImages(requests(), Context()):
+            counts["emitted"] += 1
+            seen.append(response.index)
+            await asyncio.sleep(0.02)  # a slow reader must hold the server back too
+        return seen
+
+    seen = asyncio.run(consume())
     assert sorted(seen) == list(range(30))
     assert pipeline.peak <= limit
     # The reader never runs more than `limit` requests ahead of what the client has received
@@ -84,21 +91,64 @@ def test_stream_backpressure_bounds_reads_and_work():
     assert max(ahead) <= limit + 1
 
 
-def test_client_going_away_frees_the_reader():
-    settings = config.Settings(stream_max_in_flight=2)
-    servicer = FaceAnalysisServicer(settings, SlowPipeline())
+def test_client_going_away_cancels_the_stream_work():
+    """What gRPC does when a client cancels: the handler task is cancelled. Work in flight for
+    that stream is cancelled with it, and nothing more is read or started."""
+    pipeline = SlowPipeline()
+    servicer = servicer_with(pipeline, stream_max_in_flight=2)
 
-    def endless():
+    async def endless():
         i = 0
         while True:
             i += 1
             yield image_input_pb2.AnalyzeImageRequest(image=str(i).encode())
 
-    stream = servicer.AnalyzeImages(endless(), Context())
-    next(stream)
-    next(stream)
-    stream.close()  # what gRPC does when the client cancels
-    deadline = time.monotonic() + 5
-    while any(t.name == "stream-reader" for t in threading.enumerate()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(t.name == "stream-reader" for t in threading.enumerate())
+    async def scenario():
+        async def consume():
+            async for _ in servicer.AnalyzeImages(endless(), Context()):
+                pass
+
+        task = asyncio.create_task(consume())
+        while pipeline.finished < 2 or pipeline.active == 0:  # two answered, more in flight
+            await asyncio.sleep(0.005)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        started = pipeline.started
+        await asyncio.sleep(0.3)
+        return started
+
+    started = asyncio.run(scenario())
+    assert pipeline.active == 0, "in-flight items were cancelled"
+    assert pipeline.started == started, "nothing new started after the client left"
+    assert pipeline.finished < started, "cancelled items did not run to the end"
+
+
+def test_draining_stops_reading_answers_in_flight_then_says_reconnect():
+    pipeline = SlowPipeline()
+    servicer = servicer_with(pipeline, stream_max_in_flight=3)
+
+    class AbortingContext(Context):
+        async def abort(self, code, message, trailing_metadata=()):
+            raise grpc.RpcError(code, message)
+
+    async def endless():
+        i = 0
+        while True:
+            i += 1
+            yield image_input_pb2.AnalyzeImageRequest(image=str(i).encode())
+
+    async def scenario():
+        answers = []
+        with pytest.raises(grpc.RpcError) as ended:
+            async for answer in servicer.AnalyzeImages(endless(), AbortingContext()):
+                answers.append(answer)
+                if len(answers) == 5:
+                    await servicer.drain()
+        return answers, ended.value
+
+    answers, ended = asyncio.run(scenario())
+    assert ended.args[0] == grpc.StatusCode.UNAVAILABLE
+    assert "reconnect" in ended.args[1]
+    # Every image that was started got its answer before the stream ended.
+    assert len(answers) == pipeline.started == pipeline.finished

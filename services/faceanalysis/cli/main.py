@@ -33,35 +33,46 @@ def cmd_health(args) -> int:
 
 
 def cmd_up(args) -> int:
-    from faceanalysis.cli.stack import LocalStack
+    """Redis and the four services, kept running (any that exits is restarted) until Ctrl-C or SIGTERM."""
+    import time
+
+    from faceanalysis.cli.stack import LocalStack, Supervisor
 
     settings = _settings()
     stack = LocalStack(models_dir=settings.models_dir.resolve(), archive_dir=settings.archive_dir.resolve(),
-                       workdir=Path(args.workdir).resolve(), random_ports=args.random_ports)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+                       workdir=Path(args.workdir).resolve(), random_ports=args.random_ports, process_group=True)
+    supervisor = Supervisor(stack, state_file=Path(args.state_file) if args.state_file else None)
+    stop_requested = []
+
+    def request_stop(*_):
+        # Only plain flags here: a signal handler must not take locks the main thread may hold.
+        supervisor.halt()
+        stop_requested.append(True)
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
     print(f"starting Redis and {len(services.SERVICES)} services (logs in {stack.log_dir}) ...", flush=True)
     try:
-        stack.start(timeout=args.timeout)
-    except (RuntimeError, SystemExit) as err:
-        print(f"error: {err}", file=sys.stderr)
+        stack.start(timeout=args.timeout, abort=lambda: bool(stop_requested))
+    except (RuntimeError, SystemExit, OSError) as err:
+        print("stopped before every service was SERVING" if stop_requested else f"error: {err}", file=sys.stderr)
         stack.stop()
-        return 1
-    print(f"redis            {stack.redis.url}")
-    for name in services.START_ORDER:
-        print(f"{name:16} grpc {stack.target(name):22} metrics {stack.metrics_urls[name]}")
-    print("ready; Ctrl-C stops everything", flush=True)
-    if args.ready_file:
-        Path(args.ready_file).write_text("ready\n")
+        return 0 if stop_requested else 1
+    supervisor.start()
     try:
-        while not stop.wait(0.5):
-            dead = [n for n, p in stack.processes.items() if p.poll() is not None]
-            if dead:
-                print(f"error: {', '.join(dead)} exited; see {stack.log_dir}", file=sys.stderr)
-                return 1
+        print(f"redis            {stack.redis.url}")
+        for name in services.START_ORDER:
+            print(f"{name:16} grpc {stack.target(name):22} metrics {stack.metrics_urls[name]}")
+        if args.state_file:
+            print(f"process ids and ports in {args.state_file}")
+        print("ready; a process that exits is restarted; Ctrl-C stops everything", flush=True)
+        if args.ready_file:
+            Path(args.ready_file).write_text("ready\n")
+        while not stop_requested:
+            time.sleep(0.2)
     finally:
         print("stopping ...", flush=True)
+        supervisor.stop()  # first, so nothing that is being stopped gets restarted
         stack.stop()
     return 0
 
@@ -69,7 +80,7 @@ def cmd_up(args) -> int:
 def cmd_run(args) -> int:
     """The main job on one machine: local stack, analyze a folder, draw the results, stop."""
     from faceanalysis.cli.analyze import analyze, visualize
-    from faceanalysis.cli.stack import LocalStack
+    from faceanalysis.cli.stack import LocalStack, Supervisor
 
     settings = _settings()
     missing = [p for p in args.paths if not Path(p).exists()]
@@ -80,7 +91,7 @@ def cmd_run(args) -> int:
                        workdir=Path(args.workdir).resolve(), random_ports=args.random_ports)
     print(f"starting the local stack (logs in {stack.log_dir}) ...", flush=True)
     try:
-        with stack:
+        with stack, Supervisor(stack):  # a service that exits during the run is restarted
             code = analyze(args.paths, stack.target("image-input"), Path(args.out), None, args.concurrency)
             if code == 0 or any(Path(args.out).glob("*.json")):
                 code = visualize(Path(args.out), args.paths, Path(args.pictures)) or code
@@ -94,7 +105,8 @@ def cmd_analyze(args) -> int:
     from faceanalysis.cli.analyze import analyze
 
     return analyze(args.paths, args.target, Path(args.out), Path(args.visualize) if args.visualize else None,
-                   args.concurrency, no_store=args.no_store, skip_cache=args.skip_cache)
+                   args.concurrency, no_store=args.no_store, skip_cache=args.skip_cache,
+                   retry_seconds=args.retry_seconds)
 
 
 def cmd_visualize(args) -> int:
@@ -134,10 +146,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--timeout", type=float, default=3.0)
     s.set_defaults(fn=cmd_health)
 
-    s = sub.add_parser("up", help="run Redis and the four services on localhost until Ctrl-C")
+    s = sub.add_parser("up", help="run Redis and the four services on localhost, restarting any that exits, "
+                                  "until Ctrl-C")
     s.add_argument("--workdir", default=".cache/stack", help="Redis data and service logs")
     s.add_argument("--timeout", type=float, default=300, help="seconds to wait for every service to be SERVING")
     s.add_argument("--ready-file", help="write this file once everything is SERVING")
+    s.add_argument("--state-file", help="keep this JSON file up to date with every process's PID, ports and "
+                                        "restart count (rewritten atomically whenever one starts)")
     s.add_argument("--random-ports", action="store_true", help="free ports instead of 50050-50053 (runs beside another stack)")
     s.set_defaults(fn=cmd_up)
 
@@ -156,6 +171,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="results", help="folder for <image stem>.json")
     s.add_argument("--visualize", metavar="DIR", help="also draw annotated pictures into DIR")
     s.add_argument("--concurrency", type=int, default=2, help="parallel streams to image-input")
+    s.add_argument("--retry-seconds", type=float, default=120,
+                   help="give up (exit 2) when no image got an answer for this long; until then streams that "
+                        "break and busy answers are retried")
     s.add_argument("--no-store", action="store_true", help="ask the server not to keep results")
     s.add_argument("--skip-cache", action="store_true", help="never answer from the result cache")
     s.set_defaults(fn=cmd_analyze)

@@ -2,19 +2,27 @@
 
 Used by `faceanalysis up` (fixed ports 50050-50053, metrics 9150-9153) and by the tests
 (random free ports). Every process is started by us and stopped by us, by PID.
+
+`Supervisor` keeps a started stack running the way Kubernetes keeps pods running: when Redis
+or a service exits (any code, any signal), it says so on stderr and starts the same command
+line with the same environment and ports again, after a backoff (0.5 s doubling to 10 s, back
+to 0.5 s once a process stayed up 60 s). Nothing else is touched, so peers simply reconnect.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -60,18 +68,26 @@ class Redis:
     password: str | None = None
     process: subprocess.Popen | None = None
 
+    process_group: bool = False
+
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, log_file) -> None:
+    def launch(self, log_file) -> subprocess.Popen:
+        """Start redis-server on our port and directory (its AOF brings the data back); do not wait."""
         args = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
                 "--dir", str(self.directory), "--appendonly", "yes" if self.appendonly else "no",
                 "--save", "", "--daemonize", "no"]
         if self.password:
             args += ["--requirepass", self.password]
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT,
+                                        process_group=0 if self.process_group else None)
+        return self.process
+
+    def start(self, log_file) -> None:
+        self.launch(log_file)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
@@ -110,6 +126,11 @@ class LocalStack:
     metrics_ports: dict = field(default_factory=dict)
     processes: dict = field(default_factory=dict)
     redis: Redis | None = None
+    # Start every process in its own process group, so a Ctrl-C in the terminal reaches only
+    # the parent (`faceanalysis up`), which then stops them in order, with grace.
+    process_group: bool = False
+    # The exact command line and environment each service was last started with (restarts reuse them).
+    commands: dict = field(default_factory=dict)
 
     def __post_init__(self):
         for name, spec in services.SERVICES.items():
@@ -147,16 +168,30 @@ class LocalStack:
         env.update(self.extra_env.get(name, {}))
         return env
 
-    def start_redis(self) -> None:
+    def _log(self, name: str):
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.redis = Redis(self.redis_port, self.workdir / "redis")
-        self.redis.start(open(self.log_dir / "redis.log", "ab"))
+        return open(self.log_dir / f"{name}.log", "ab")
+
+    def start_redis(self) -> None:
+        self.redis = Redis(self.redis_port, self.workdir / "redis", process_group=self.process_group)
+        with self._log("redis") as log_file:  # the child has its own copy of the descriptor
+            self.redis.start(log_file)
+
+    def restart_redis(self) -> subprocess.Popen:
+        """A new redis-server on the same port and directory; returns without waiting for it."""
+        with self._log("redis") as log_file:
+            return self.redis.launch(log_file)
 
     def start_service(self, name: str) -> subprocess.Popen:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log_file = open(self.log_dir / f"{name}.log", "ab")
-        process = subprocess.Popen([sys.executable, "-m", "faceanalysis.cli.main", "serve", name],
-                                   env=self.env_for(name), stdout=log_file, stderr=subprocess.STDOUT)
+        self.commands[name] = ([sys.executable, "-m", "faceanalysis.cli.main", "serve", name], self.env_for(name))
+        return self.restart_service(name)
+
+    def restart_service(self, name: str) -> subprocess.Popen:
+        """Start `name` again with exactly the command line and environment of its last start."""
+        args, env = self.commands[name]
+        with self._log(name) as log_file:
+            process = subprocess.Popen(args, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                       process_group=0 if self.process_group else None)
         self.processes[name] = process
         return process
 
@@ -165,11 +200,14 @@ class LocalStack:
         _stop(process, grace)
         return process.returncode if process else None
 
-    def wait_serving(self, names=None, timeout: float = 120) -> None:
+    def wait_serving(self, names=None, timeout: float = 120, abort=None) -> None:
+        """Wait until every named service is SERVING; `abort()` returning True stops the wait."""
         names = list(names or self.processes)
         deadline = time.monotonic() + timeout
         pending = set(names)
         while pending and time.monotonic() < deadline:
+            if abort is not None and abort():
+                raise RuntimeError("interrupted before every service was SERVING")
             for name in list(pending):
                 process = self.processes.get(name)
                 if process is not None and process.poll() is not None:
@@ -181,14 +219,16 @@ class LocalStack:
             raise RuntimeError(f"not SERVING after {timeout:.0f} s: {', '.join(sorted(pending))}; "
                                f"see the logs in {self.log_dir}")
 
-    def start(self, timeout: float = 180) -> None:
+    def start(self, timeout: float = 180, abort=None) -> None:
         self.start_redis()
         for name in services.START_ORDER:
             self.start_service(name)
-        self.wait_serving(services.START_ORDER, timeout)
+        self.wait_serving(services.START_ORDER, timeout, abort)
 
     def stop(self) -> None:
         for name in reversed(services.START_ORDER):
+            self.stop_service(name)
+        for name in list(self.processes):  # anything else started through start_service
             self.stop_service(name)
         if self.redis:
             self.redis.stop()
@@ -204,3 +244,167 @@ class LocalStack:
     def __exit__(self, *exc):
         self.stop()
 
+
+
+def describe_exit(returncode: int) -> str:
+    """`code 1`, or `signal SIGKILL` for a process killed by a signal."""
+    if returncode < 0:
+        try:
+            return f"signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"signal {-returncode}"
+    return f"code {returncode}"
+
+
+def write_json_atomically(path: Path, data: dict) -> None:
+    """Readers see the old file or the new one, never a half-written one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+class Supervisor:
+    """Restarts whatever process of a started LocalStack exits, until `stop()`.
+
+    Runs in a background thread (`start()`), so `faceanalysis up` and the tests use it alike.
+    A process that exits is started again with the same command line, environment and ports
+    after a backoff: `initial_backoff` doubling to `max_backoff`, and back to `initial_backoff`
+    once a process stayed up `stable_seconds`. One line on `out` says which process exited,
+    how, and when it comes back. Redis and the other services are never touched.
+
+    `halt()` only sets a flag (safe in a signal handler): from then on nothing is restarted.
+    `stop()` halts and waits for the thread; stop the stack only after it, so nothing that is
+    being stopped gets restarted.
+    """
+
+    REDIS = "redis"
+
+    def __init__(self, stack: LocalStack, *, state_file: Path | None = None, out: TextIO | None = None,
+                 initial_backoff: float = 0.5, max_backoff: float = 10.0, stable_seconds: float = 60.0,
+                 poll_seconds: float = 0.05):
+        self.stack = stack
+        self.state_file = Path(state_file) if state_file else None
+        self.out = out
+        self.initial_backoff, self.max_backoff = initial_backoff, max_backoff
+        self.stable_seconds, self.poll_seconds = stable_seconds, poll_seconds
+        self.halted = False  # a plain flag: signal handlers may set it
+        self.restarts: dict[str, int] = {}
+        self.pids: list[int] = []  # every PID this stack ran, in start order
+        self._backoff: dict[str, float] = {}
+        self._started_at: dict[str, float] = {}
+        self._due: dict[str, float] = {}  # name -> when it is started again
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    # --- what is supervised --------------------------------------------------------------
+    def _current(self) -> dict[str, subprocess.Popen]:
+        current = {}
+        if self.stack.redis is not None and self.stack.redis.process is not None:
+            current[self.REDIS] = self.stack.redis.process
+        current.update(self.stack.processes)
+        return current
+
+    def _names(self) -> list[str]:
+        names = [self.REDIS] if self.stack.redis is not None else []
+        return names + [n for n in services.START_ORDER if n in self.stack.commands] + \
+            [n for n in self.stack.commands if n not in services.START_ORDER]
+
+    # --- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> "Supervisor":
+        now = time.monotonic()
+        for name, process in self._current().items():
+            self.restarts.setdefault(name, 0)
+            self._backoff.setdefault(name, self.initial_backoff)
+            self._started_at.setdefault(name, now)
+            if process.pid not in self.pids:
+                self.pids.append(process.pid)
+        self.write_state()
+        self._thread = threading.Thread(target=self._run, name="stack-supervisor", daemon=True)
+        self._thread.start()
+        return self
+
+    def halt(self) -> None:
+        self.halted = True
+
+    def stop(self) -> None:
+        self.halted = True
+        self._done.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def _run(self) -> None:
+        while not self._done.wait(self.poll_seconds):
+            try:
+                self.check()
+            except Exception as err:  # the supervisor must outlive whatever went wrong once
+                self._say(f"supervisor: {type(err).__name__}: {err}")
+
+    # --- one round ------------------------------------------------------------------------------
+    def check(self) -> None:
+        """Notice exits and start what is due; called every `poll_seconds` by the thread."""
+        with self._lock:
+            if self.halted:
+                return
+            now = time.monotonic()
+            for name, process in self._current().items():
+                if name in self._due or process.poll() is None:
+                    continue
+                uptime = now - self._started_at.get(name, now)
+                if uptime >= self.stable_seconds:
+                    self._backoff[name] = self.initial_backoff
+                delay = self._backoff.get(name, self.initial_backoff)
+                self._backoff[name] = min(delay * 2, self.max_backoff)
+                self._due[name] = now + delay
+                self._say(f"{name} exited ({describe_exit(process.returncode)}); "
+                          f"restarting in {delay:g} s (restart {self.restarts.get(name, 0) + 1})")
+            for name, due in list(self._due.items()):
+                if due > now or self.halted:
+                    continue
+                del self._due[name]
+                self.restarts[name] = self.restarts.get(name, 0) + 1
+                self._started_at[name] = time.monotonic()
+                try:
+                    process = self.stack.restart_redis() if name == self.REDIS else self.stack.restart_service(name)
+                except OSError as err:
+                    delay = self._backoff.get(name, self.initial_backoff)
+                    self._backoff[name] = min(delay * 2, self.max_backoff)
+                    self._due[name] = time.monotonic() + delay
+                    self._say(f"{name} could not be started ({err}); retrying in {delay:g} s")
+                    continue
+                self.pids.append(process.pid)
+                self.write_state()
+
+    def _say(self, line: str) -> None:
+        out = self.out if self.out is not None else sys.stderr
+        try:
+            print(line, file=out, flush=True)
+        except (OSError, ValueError):
+            pass  # a closed terminal must not stop the supervision
+
+    # --- the state file --------------------------------------------------------------------------
+    def state(self) -> dict:
+        current = self._current()
+        state: dict = {}
+        for name in self._names():
+            process = current.get(name)
+            entry: dict = {"pid": process.pid if process else None}
+            if name == self.REDIS:
+                entry.update(port=self.stack.redis.port, url=self.stack.redis.url)
+            elif name in self.stack.grpc_ports:
+                entry.update(grpc_port=self.stack.grpc_ports[name], metrics_port=self.stack.metrics_ports.get(name),
+                             target=self.stack.target(name))
+            entry["restarts"] = self.restarts.get(name, 0)
+            state[name] = entry
+        return state
+
+    def write_state(self) -> None:
+        if self.state_file is not None:
+            write_json_atomically(self.state_file, self.state())

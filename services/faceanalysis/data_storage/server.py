@@ -1,4 +1,4 @@
-"""data-storage gRPC service."""
+"""data-storage gRPC service (grpc.aio; Redis and archive calls run in the thread pool)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from faceanalysis.data_storage.store import Archive, Store
 from faceanalysis.runtime import channels, config, metrics, results, services
 from faceanalysis.runtime.logging import log as log_fields
 from faceanalysis.runtime.server import ServiceApp
+from faceanalysis.runtime.work import run_blocking
 from faceanalysis.v1 import data_storage_pb2, data_storage_pb2_grpc, image_input_pb2
 
 log = logging.getLogger(__name__)
@@ -30,52 +31,55 @@ class DataStorageServicer(data_storage_pb2_grpc.DataStorageServicer):
     def __init__(self, store: Store):
         self.store = store
 
-    def _run(self, operation: str, context, fn):
-        """Runs one storage operation, counting its outcome and mapping failures to status codes."""
+    async def _run(self, operation: str, context, fn):
+        """Runs one storage operation, counting its outcome and mapping failures to status codes.
+
+        Both failures are UNAVAILABLE: image-input retries them, so a Redis restart of a few
+        seconds loses no result."""
         try:
-            value = fn()
+            value = await run_blocking(fn)
         except redis.RedisError as err:
             metrics.STORAGE_OPERATIONS.labels(operation, "error").inc()
             log_fields(log, logging.WARNING, "redis unavailable", operation=operation, error=str(err))
-            context.abort(grpc.StatusCode.UNAVAILABLE, f"redis unavailable: {err}")
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"redis unavailable: {err}")
         except OSError as err:
             metrics.STORAGE_OPERATIONS.labels(operation, "error").inc()
             log_fields(log, logging.ERROR, "archive failure", operation=operation, error=str(err))
-            context.abort(grpc.StatusCode.UNAVAILABLE, f"archive unavailable: {err}")
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"archive unavailable: {err}")
         metrics.STORAGE_OPERATIONS.labels(operation, "not_found" if value is None else "success").inc()
         return value
 
-    def StoreResult(self, request, context):
-        results.require_valid_id(request.result.analysis_id, context)
-        path = self._run("store", context, lambda: self.store.put(request.result, request.cache_key))
+    async def StoreResult(self, request, context):
+        await results.require_valid_id(request.result.analysis_id, context)
+        path = await self._run("store", context, lambda: self.store.put(request.result, request.cache_key))
         return data_storage_pb2.StoreResultResponse(archive_path=str(path))
 
-    def LookupCache(self, request, context):
+    async def LookupCache(self, request, context):
         if not request.cache_key:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "cache_key is empty")
-        found = self._run("lookup", context, lambda: self.store.lookup(request.cache_key))
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "cache_key is empty")
+        found = await self._run("lookup", context, lambda: self.store.lookup(request.cache_key))
         if found is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, "no cached result for this key")
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no cached result for this key")
         return data_storage_pb2.StoredResult(result=found)
 
-    def GetResult(self, request, context):
-        results.require_valid_id(request.analysis_id, context)
-        found = self._run("get", context, lambda: self.store.get(request.analysis_id))
+    async def GetResult(self, request, context):
+        await results.require_valid_id(request.analysis_id, context)
+        found = await self._run("get", context, lambda: self.store.get(request.analysis_id))
         if found is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"analysis {request.analysis_id} not found")
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"analysis {request.analysis_id} not found")
         return data_storage_pb2.StoredResult(result=found)
 
-    def ListResults(self, request, context):
+    async def ListResults(self, request, context):
         if request.page_size < 0:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_size must not be negative")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_size must not be negative")
         size = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
         try:
             offset = int(request.page_token or 0)
             if offset < 0:
                 raise ValueError
         except ValueError:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_token is not one this server issued")
-        found, more = self._run("list", context, lambda: self.store.list(size, offset))
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_token is not one this server issued")
+        found, more = await self._run("list", context, lambda: self.store.list(size, offset))
         return image_input_pb2.ListAnalysesResponse(
             analyses=[
                 image_input_pb2.AnalysisSummary(analysis_id=r.analysis_id, face_count=len(r.faces),
@@ -85,9 +89,9 @@ class DataStorageServicer(data_storage_pb2_grpc.DataStorageServicer):
             next_page_token=str(offset + size) if more else "",
         )
 
-    def DeleteResult(self, request, context):
-        results.require_valid_id(request.analysis_id, context)
-        deleted = self._run("delete", context, lambda: self.store.delete(request.analysis_id))
+    async def DeleteResult(self, request, context):
+        await results.require_valid_id(request.analysis_id, context)
+        deleted = await self._run("delete", context, lambda: self.store.delete(request.analysis_id))
         return image_input_pb2.DeleteAnalysisResponse(deleted=deleted)
 
 

@@ -1,80 +1,240 @@
-"""Micro-batching: faces of concurrent calls share one inference.
+"""Micro-batching: faces of concurrent calls share one inference, and a full queue sheds load.
 
-A call submits its faces and waits. One worker thread takes the oldest pending call, waits up
-to `wait_ms` for more calls while the batch is below `max_size` faces, runs the models once and
-hands each call its slice. A call is never split, so its faces always share a batch.
+A call submits its faces and gets a `concurrent.futures.Future`. One worker thread forms
+batches: when the oldest waiting call is there, it waits up to `wait_ms` for more calls while
+the queue holds fewer than `max_size` faces, then takes calls from the front while they fit in
+`max_size` faces, runs the models once and hands each call its slice. A call is never split,
+so its faces always share a batch (a call larger than `max_size` gets a batch of its own).
+
+Load shedding:
+- At most `max_queued_faces` faces wait (submitted, not yet taken into a running batch).
+  A call that would exceed it gets `QueueFull` at once, so the server can answer
+  RESOURCE_EXHAUSTED instead of letting latency grow without bound.
+- A call whose future is cancelled (the async server cancels it when its client goes away)
+  leaves the queue at once, freeing its faces and its place.
+- A call whose deadline (a `time.monotonic()` value) passes while it waits gets
+  `DeadlineExpired` and is never run.
+Dropped faces are counted in `faceanalysis_batch_dropped_faces_total{reason}`, and
+`faceanalysis_batch_queue_faces` is the number of faces waiting.
 """
 
 from __future__ import annotations
 
-import queue
+import collections
+import logging
 import threading
 import time
 from concurrent.futures import Future
 
 import numpy as np
 
+from faceanalysis.runtime import metrics
+
+log = logging.getLogger(__name__)
+
+
+class QueueFull(Exception):
+    """The batcher's queue holds too many faces to take this call now; the caller should retry later."""
+
+
+class DeadlineExpired(Exception):
+    """The call's deadline passed before its faces were taken into a batch."""
+
+
+class _Entry:
+    __slots__ = ("faces", "n", "future", "deadline", "queued")
+
+    def __init__(self, faces: np.ndarray, future: Future, deadline: float | None):
+        self.faces = faces
+        self.n = len(faces)
+        self.future = future
+        self.deadline = deadline
+        self.queued = True  # in the queue; only changed under the batcher's lock
+
 
 class Batcher:
-    def __init__(self, predict, max_size: int, wait_ms: float):
+    def __init__(self, predict, max_size: int, wait_ms: float, max_queued_faces: int):
+        if max_size < 1:
+            raise ValueError(f"max_size must be at least 1, got {max_size}")
+        if max_queued_faces < 1:
+            raise ValueError(f"max_queued_faces must be at least 1, got {max_queued_faces}")
         self._predict = predict
         self.max_size = max_size
-        self.wait = wait_ms / 1000.0
-        self._queue: queue.Queue = queue.Queue()
-        self._closed = threading.Event()
+        self.wait = max(0.0, wait_ms) / 1000.0
+        self.max_queued_faces = max_queued_faces
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._queue: collections.deque[_Entry] = collections.deque()
+        self._queued_faces = 0
+        self._closed = False
+        metrics.BATCH_QUEUE_FACES.set(0)
         self._worker = threading.Thread(target=self._run, name="batcher", daemon=True)
         self._worker.start()
 
-    def submit(self, faces: np.ndarray) -> Future:
+    @property
+    def queued_faces(self) -> int:
+        """Faces submitted and not yet taken into a running batch."""
+        with self._lock:
+            return self._queued_faces
+
+    def submit(self, faces: np.ndarray, deadline: float | None = None) -> Future:
+        """Queue a call's faces; the future resolves to one result per face, in order.
+
+        Raises QueueFull (synchronously, counting nothing) when the faces do not fit in the queue.
+        The future fails with DeadlineExpired if `deadline` (time.monotonic()) passes before the
+        faces are taken into a batch, and with RuntimeError once the batcher is closed.
+        Cancelling the future before its batch runs drops its faces.
+        """
         future: Future = Future()
-        if len(faces) == 0:
+        n = len(faces)
+        if n == 0:
             future.set_result([])
-        elif self._closed.is_set():
-            future.set_exception(RuntimeError("batcher is closed"))
-        else:
-            self._queue.put((faces, future))
+            return future
+        entry = _Entry(faces, future, deadline)
+        future.add_done_callback(lambda f, entry=entry: self._on_done(entry))
+        with self._lock:
+            if self._closed:
+                future.set_exception(RuntimeError("batcher is closed"))
+                return future
+            if self._queued_faces + n > self.max_queued_faces:
+                raise QueueFull(
+                    f"face-attributes is overloaded: {self._queued_faces} faces are queued for inference "
+                    f"and this call brings {n}, over the limit of {self.max_queued_faces}; retry later"
+                )
+            if deadline is not None and deadline <= time.monotonic():
+                expired, entry.queued = True, False
+            else:
+                expired = False
+                self._queue.append(entry)
+                self._queued_faces += n
+                metrics.BATCH_QUEUE_FACES.set(self._queued_faces)
+                self._wake.notify()
+        if expired:
+            self._fail_expired([entry])
         return future
 
     def close(self) -> None:
-        self._closed.set()
-        self._queue.put(None)
-        self._worker.join(timeout=5)
+        """Fail every call still queued, let a running batch finish, and stop the worker."""
+        with self._lock:
+            self._closed = True
+            dropped = list(self._queue)
+            self._queue.clear()
+            for entry in dropped:
+                entry.queued = False
+            self._queued_faces = 0
+            metrics.BATCH_QUEUE_FACES.set(0)
+            self._wake.notify_all()
+        cancelled = 0
+        for entry in dropped:
+            if entry.future.set_running_or_notify_cancel():
+                entry.future.set_exception(RuntimeError("batcher is closed"))
+            else:
+                cancelled += entry.n
+        if cancelled:
+            metrics.BATCH_DROPPED_FACES.labels("cancelled").inc(cancelled)
+        if self._worker is not threading.current_thread():
+            self._worker.join(timeout=5)
+
+    # --- internals -------------------------------------------------------------------------
+
+    def _dequeue(self, entry: _Entry) -> None:
+        """Under the lock: the entry leaves the queue's accounting."""
+        entry.queued = False
+        self._queued_faces -= entry.n
+        metrics.BATCH_QUEUE_FACES.set(self._queued_faces)
+
+    def _on_done(self, entry: _Entry) -> None:
+        """Future callback: a call cancelled while queued leaves the queue now, not at its turn."""
+        if not entry.future.cancelled():
+            return  # resolved by the worker or close(); nothing to undo
+        with self._lock:
+            if not entry.queued:
+                return  # the worker or close() already took it out (and counted it)
+            self._queue.remove(entry)
+            self._dequeue(entry)
+            entry.faces = None  # free the pixels now
+        entry.future.set_running_or_notify_cancel()  # CANCELLED -> CANCELLED_AND_NOTIFIED, wakes wait()
+        metrics.BATCH_DROPPED_FACES.labels("cancelled").inc(entry.n)
+
+    def _fail_expired(self, entries: list[_Entry]) -> None:
+        expired = cancelled = 0
+        for entry in entries:
+            entry.faces = None
+            if entry.future.set_running_or_notify_cancel():
+                entry.future.set_exception(DeadlineExpired("the call's deadline passed before its faces were run"))
+                expired += entry.n
+            else:
+                cancelled += entry.n
+        if expired:
+            metrics.BATCH_DROPPED_FACES.labels("expired").inc(expired)
+        if cancelled:
+            metrics.BATCH_DROPPED_FACES.labels("cancelled").inc(cancelled)
+
+    def _take(self) -> tuple[list[_Entry], list[_Entry], int]:
+        """Under the lock: drop expired calls anywhere in the queue, then take calls from the
+        front while they fit in max_size faces. Returns (batch, expired, cancelled faces)."""
+        now = time.monotonic()
+        expired = [e for e in self._queue if e.deadline is not None and e.deadline <= now]
+        if expired:
+            for entry in expired:
+                self._dequeue(entry)
+            self._queue = collections.deque(e for e in self._queue if e.queued)
+        batch: list[_Entry] = []
+        count = cancelled = 0
+        while self._queue:
+            entry = self._queue[0]
+            if batch and count + entry.n > self.max_size:
+                break  # it starts the next batch
+            self._queue.popleft()
+            self._dequeue(entry)
+            # From here on the future cannot be cancelled; if it already was, it is dropped.
+            if not entry.future.set_running_or_notify_cancel():
+                entry.faces = None
+                cancelled += entry.n
+                continue
+            batch.append(entry)
+            count += entry.n
+        return batch, expired, cancelled
 
     def _run(self) -> None:
-        carry = None
         while True:
-            item = carry if carry is not None else self._queue.get()
-            carry = None
-            if item is None:
-                return
-            pending = [item]
-            count = len(item[0])
-            deadline = time.monotonic() + self.wait
-            while count < self.max_size:
-                timeout = deadline - time.monotonic()
-                try:
-                    nxt = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._queue.put(None)  # flush this batch first, then stop
-                    break
-                if count + len(nxt[0]) > self.max_size:
-                    carry = nxt  # the next batch starts with it
-                    break
-                pending.append(nxt)
-                count += len(nxt[0])
-            self._flush(pending)
+            with self._wake:
+                while not self._queue and not self._closed:
+                    self._wake.wait()
+                if self._closed:
+                    return  # close() failed whatever was queued
+                # The oldest call is here: give concurrent calls `wait` to join it.
+                window_end = time.monotonic() + self.wait
+                while not self._closed and self._queued_faces < self.max_size:
+                    remaining = window_end - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._wake.wait(remaining)
+                if self._closed:
+                    return
+                batch, expired, cancelled = self._take()
+            if expired:
+                self._fail_expired(expired)
+            if cancelled:
+                metrics.BATCH_DROPPED_FACES.labels("cancelled").inc(cancelled)
+            if batch:
+                self._flush(batch)
 
-    def _flush(self, pending) -> None:
-        batch = np.concatenate([faces for faces, _ in pending])
+    def _flush(self, batch: list[_Entry]) -> None:
         try:
-            results = self._predict(batch)
-        except Exception as err:  # every waiting call learns of it; the worker lives on
-            for _, future in pending:
-                future.set_exception(err)
+            inputs = batch[0].faces if len(batch) == 1 else np.concatenate([e.faces for e in batch])
+            for entry in batch:
+                entry.faces = None
+            results = self._predict(inputs)
+            del inputs
+            if len(results) != sum(e.n for e in batch):
+                raise RuntimeError(f"the models returned {len(results)} results for {sum(e.n for e in batch)} faces")
+        except Exception as err:  # every call of the batch learns of it; the worker lives on
+            log.warning("inference batch failed: %s", err)
+            for entry in batch:
+                entry.future.set_exception(err)
             return
         start = 0
-        for faces, future in pending:
-            future.set_result(results[start : start + len(faces)])
-            start += len(faces)
+        for entry in batch:
+            entry.future.set_result(results[start : start + entry.n])
+            start += entry.n

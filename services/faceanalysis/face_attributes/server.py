@@ -1,18 +1,20 @@
-"""face-attributes gRPC service."""
+"""face-attributes gRPC service (grpc.aio)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from concurrent.futures import TimeoutError as FutureTimeout
+import time
 
 import grpc
 import numpy as np
 
 from faceanalysis import models
-from faceanalysis.face_attributes.batcher import Batcher
-from faceanalysis.face_attributes.predictor import EMOTIONS, Predictor, cut_face
-from faceanalysis.runtime import channels, config, rawimage, services, timing
+from faceanalysis.face_attributes.batcher import Batcher, DeadlineExpired, QueueFull
+from faceanalysis.face_attributes.predictor import EMOTIONS, INPUT_SIZE, Predictor, cut_face
+from faceanalysis.runtime import channels, config, cpu, rawimage, services, timing
 from faceanalysis.runtime.server import NotReady, ServiceApp
+from faceanalysis.runtime.work import OVERLOADED, Admission, Overloaded, abort_overloaded, run_blocking
 from faceanalysis.v1 import common_pb2, face_attributes_pb2, face_attributes_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -38,39 +40,64 @@ class FaceAttributesServicer(face_attributes_pb2_grpc.FaceAttributesServicer):
         self.settings = settings
         self.predictor: Predictor | None = None
         self.batcher: Batcher | None = None
+        # Faces from arrival to answer (preprocessing included); the batcher's own queue bound
+        # is the same number, a backstop for faces this count has not seen yet.
+        self.admission = Admission(services.FACE_ATTRIBUTES.name, settings.batch_queue_max_faces, unit="faces")
 
     def load(self) -> None:
         try:
-            self.predictor = Predictor(self.settings.models_dir)
+            self.predictor = Predictor(self.settings.models_dir, cpus=cpu.available_cpus(self.settings.cpu_limit))
         except models.ModelMissing as err:
             raise NotReady(str(err)) from None
         # Warm-up: one real inference of every model.
-        self.predictor.predict(np.zeros((1, 224, 224, 3), dtype=np.float32))
-        self.batcher = Batcher(self.predictor.predict, self.settings.batch_max_size, self.settings.batch_wait_ms)
+        self.predictor.predict(np.zeros((1, *INPUT_SIZE, 3), dtype=np.float32))
+        self.batcher = Batcher(self.predictor.predict, self.settings.batch_max_size, self.settings.batch_wait_ms,
+                               self.settings.batch_queue_max_faces)
 
     def close(self) -> None:
         if self.batcher:
             self.batcher.close()
 
-    def PredictAttributes(self, request, context):
+    def _prepare(self, crops) -> np.ndarray:
+        """Blocking: the model input batch (n, 224, 224, 3) float32 for a call's crops."""
+        faces = []
+        for crop in crops:
+            if crop.face_width <= 0 or crop.face_height <= 0:
+                raise rawimage.BadRawImage(f"face size in the crop must be positive, got "
+                                           f"{crop.face_width}x{crop.face_height}")
+            pixels = rawimage.from_message(crop.image)
+            faces.append(self.predictor.prepare(cut_face(pixels, crop.face_width, crop.face_height,
+                                                         self.settings.face_margin)))
+        return np.stack(faces) if faces else np.zeros((0, *INPUT_SIZE, 3), np.float32)
+
+    async def PredictAttributes(self, request, context):
         if self.batcher is None:
-            context.abort(grpc.StatusCode.UNAVAILABLE, "face-attributes is still loading its models")
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "face-attributes is still loading its models")
+        try:
+            with self.admission.admit(len(request.crops)):
+                return await self._predict(request, context)
+        except Overloaded as err:
+            await abort_overloaded(context, err)
+
+    async def _predict(self, request, context):
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else time.monotonic() + remaining
         timings: list = []
         with timing.stage(timings, "face_attributes_preprocess"):
             try:
-                faces = [
-                    self.predictor.prepare(cut_face(rawimage.from_message(c.image), c.face_width,
-                                                    c.face_height, self.settings.face_margin))
-                    for c in request.crops
-                ]
+                batch = await run_blocking(self._prepare, request.crops)
             except rawimage.BadRawImage as err:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad crop: {err}")
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad crop: {err}")
         with timing.stage(timings, "face_attributes_inference"):
-            batch = np.stack(faces) if faces else np.zeros((0, 224, 224, 3), np.float32)
             try:
-                results = self.batcher.submit(batch).result(timeout=context.time_remaining())
-            except FutureTimeout:
-                context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed while waiting for inference")
+                future = self.batcher.submit(batch, deadline)
+            except QueueFull as err:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(err), trailing_metadata=OVERLOADED)
+            try:
+                # If this call is cancelled, so is the future: the batcher then drops its faces.
+                results = await asyncio.wrap_future(future)
+            except DeadlineExpired:
+                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed while waiting for inference")
         return face_attributes_pb2.PredictAttributesResponse(
             attributes=[to_message(a) for a in results],
             models=timing.model_infos(self.predictor.model_infos),

@@ -39,27 +39,64 @@ class YuNetDetector:
     # a coarser level adds only faces too big for the finer one (>= LARGE_FACE there).
     LARGE_FACE = 256
     COARSE_SIDE = 640
+    # One pass sees at most TILE x TILE pixels: YuNet's feature maps grow with its input (a
+    # 40 MP frame took over 2 GB), so large levels are searched in overlapping tiles. The overlap
+    # is LARGE_FACE, so every face this level can find lies whole inside some tile.
+    TILE = 1280
+    # No face fits in fewer rows or columns than this; thinner levels are skipped.
+    MIN_SIDE = 32
 
-    def _run(self, bgr: np.ndarray, scale: float) -> list[Detection]:
+    def _run(self, bgr: np.ndarray, scale: float, offset: tuple[int, int] = (0, 0)) -> list[Detection]:
         height, width = bgr.shape[:2]
         self.model.setInputSize((width, height))
         _, faces = self.model.detect(bgr)
+        ox, oy = offset
         found = []
         for row in faces if faces is not None else ():
-            v = [float(c) / scale for c in row[:8]]
+            v = [float(c) for c in row[:8]]
+            v[0::2] = [(c + ox) / scale for c in v[0::2]]
+            v[1::2] = [(c + oy) / scale for c in v[1::2]]
+            v[2], v[3] = float(row[2]) / scale, float(row[3]) / scale  # sizes take no offset
             # Columns 4-5 are the eye on the picture's left, 6-7 the one on its right.
             found.append(Detection(v[0], v[1], v[2], v[3], float(row[-1]), (v[4], v[5]), (v[6], v[7])))
         return found
 
+    def _level(self, bgr: np.ndarray, scale: float) -> list[Detection]:
+        """Faces in one pyramid level, searched whole or in overlapping tiles."""
+        height, width = bgr.shape[:2]
+        if min(height, width) < self.MIN_SIDE:
+            return []
+        if max(height, width) <= self.TILE:
+            return self._run(bgr, scale)
+        step = self.TILE - self.LARGE_FACE
+        found: list[Detection] = []
+        for y0 in range(0, max(1, height - self.LARGE_FACE), step):
+            for x0 in range(0, max(1, width - self.LARGE_FACE), step):
+                tile = np.ascontiguousarray(bgr[y0:y0 + self.TILE, x0:x0 + self.TILE])
+                th, tw = tile.shape[:2]
+                if min(th, tw) < self.MIN_SIDE:
+                    continue
+                for det in self._run(tile, scale, (x0, y0)):
+                    # A face cut by an inner tile edge lies whole in the neighbouring tile.
+                    x, y = det.x * scale - x0, det.y * scale - y0
+                    w, h = det.width * scale, det.height * scale
+                    cut = ((x0 > 0 and x < 2) or (y0 > 0 and y < 2)
+                           or (x0 + tw < width and x + w > tw - 2) or (y0 + th < height and y + h > th - 2))
+                    if not cut and all(iou(det, f) < 0.3 for f in found):
+                        found.append(det)
+        return found
+
     def detect(self, bgr: np.ndarray) -> list[Detection]:
-        found = self._run(bgr, 1.0)
+        found = self._level(bgr, 1.0)
         longest = max(bgr.shape[:2])
         coarsest = self.COARSE_SIDE / longest
         scale = 1.0
         while scale > coarsest:
             scale = max(scale / 2, coarsest)
+            if min(bgr.shape[:2]) * scale < self.MIN_SIDE:
+                break
             small = cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-            for det in self._run(small, scale):
+            for det in self._level(small, scale):
                 # Size this face had one level finer: only faces that level could not see are new.
                 finer = max(det.width, det.height) * min(1.0, 2 * scale)
                 if finer >= self.LARGE_FACE and all(iou(det, f) < 0.3 for f in found):

@@ -36,7 +36,7 @@ class FaceFound:
 
 
 class Landmarker:
-    def __init__(self, models_dir: Path, detector: str = "yunet", threshold: float = 0.9, crop_size: int = 512):
+    def __init__(self, models_dir: Path, detector: str = "yunet", threshold: float = 0.9, crop_size: int = 448):
         if detector == "yunet":
             path = models.locate(models_dir, YUNET_FILE)
             self._make_detector = lambda: detectors.YuNetDetector(path, threshold)

@@ -1,25 +1,40 @@
-"""face-landmark gRPC service."""
+"""face-landmark gRPC service (grpc.aio): decodes the upload, detects, finds 68 points, crops."""
 
 from __future__ import annotations
 
 import logging
 
+import cv2
 import grpc
 import numpy as np
 
 from faceanalysis import models
 from faceanalysis.face_landmark.landmarker import Landmarker
-from faceanalysis.runtime import config, rawimage, services, timing
+from faceanalysis.runtime import config, imagecodec, memory, rawimage, services, timing
 from faceanalysis.runtime.logging import log as log_fields
 from faceanalysis.runtime.server import NotReady, ServiceApp
+from faceanalysis.runtime.work import Admission, Overloaded, abort_overloaded
 from faceanalysis.v1 import common_pb2, face_landmark_pb2, face_landmark_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 
+def to_message(face) -> face_landmark_pb2.DetectedFace:
+    x, y, w, h = (int(round(v)) for v in face.box)
+    return face_landmark_pb2.DetectedFace(
+        box=common_pb2.BoundingBox(x=x, y=y, width=w, height=h),
+        detection_score=min(1.0, max(0.0, face.score)),
+        landmarks=[common_pb2.Point(x=float(px), y=float(py)) for px, py in face.landmarks],
+        crop=face_landmark_pb2.AlignedCrop(image=rawimage.to_message(face.crop), face_width=face.face_width,
+                                           face_height=face.face_height),
+    )
+
+
 class FaceLandmarkServicer(face_landmark_pb2_grpc.FaceLandmarkServicer):
     def __init__(self, settings: config.Settings):
         self.settings = settings
+        self.limits = imagecodec.Limits.from_settings(settings)
+        self.admission = Admission(services.FACE_LANDMARK.name, settings.max_concurrent_images)
         self.landmarker: Landmarker | None = None
 
     def load(self) -> None:
@@ -31,32 +46,41 @@ class FaceLandmarkServicer(face_landmark_pb2_grpc.FaceLandmarkServicer):
         # Warm-up: one real detection on a blank frame proves the models run.
         self.landmarker.analyze(np.zeros((240, 320, 3), dtype=np.uint8))
 
-    def DetectFaces(self, request, context):
-        if self.landmarker is None:
-            context.abort(grpc.StatusCode.UNAVAILABLE, "face-landmark is still loading its models")
-        try:
-            bgr = rawimage.from_message(request.image)
-        except rawimage.BadRawImage as err:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad image: {err}")
+    def _detect(self, data: bytes) -> tuple[face_landmark_pb2.DetectFacesResponse, tuple[int, int]]:
+        """Blocking: decode, detect, build the answer. The pixels die with this frame."""
         timings: list = []
-        with timing.stage(timings, "face_landmark"):
-            faces = self.landmarker.analyze(bgr)
-        log_fields(log, logging.DEBUG, "detected", faces=len(faces), width=bgr.shape[1], height=bgr.shape[0])
-        return face_landmark_pb2.DetectFacesResponse(
-            faces=[
-                face_landmark_pb2.DetectedFace(
-                    box=common_pb2.BoundingBox(x=int(round(f.box[0])), y=int(round(f.box[1])),
-                                               width=int(round(f.box[2])), height=int(round(f.box[3]))),
-                    detection_score=min(1.0, max(0.0, f.score)),
-                    landmarks=[common_pb2.Point(x=float(px), y=float(py)) for px, py in f.landmarks],
-                    crop=face_landmark_pb2.AlignedCrop(image=rawimage.to_message(f.crop),
-                                                       face_width=f.face_width, face_height=f.face_height),
-                )
-                for f in faces
-            ],
-            models=timing.model_infos(self.landmarker.model_infos),
-            timings=timings,
-        )
+        with timing.stage(timings, "decode"):
+            header, bgr = imagecodec.decode(data, self.limits)
+        try:
+            with timing.stage(timings, "face_landmark"):
+                try:
+                    faces = self.landmarker.analyze(bgr)
+                except cv2.error as err:
+                    # A valid image the detector cannot take (e.g. 40000x16): the input's shape,
+                    # not a server fault.
+                    raise imagecodec.InputError(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        f"the face detector cannot process a {header.width}x{header.height} image: "
+                        f"{err.err or err}") from None
+            response = face_landmark_pb2.DetectFacesResponse(
+                faces=[to_message(f) for f in faces], models=timing.model_infos(self.landmarker.model_infos),
+                timings=timings)
+            return response, (header.width, header.height)
+        finally:
+            del bgr
+            memory.release(header.decoded_bytes)
+
+    async def DetectFaces(self, request, context):
+        if self.landmarker is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "face-landmark is still loading its models")
+        try:
+            response, (width, height) = await self.admission.run(self._detect, request.image)
+        except Overloaded as err:
+            await abort_overloaded(context, err)
+        except imagecodec.InputError as err:
+            await context.abort(err.code, err.message)
+        log_fields(log, logging.DEBUG, "detected", faces=len(response.faces), width=width, height=height)
+        return response
 
 
 def build(settings: config.Settings) -> ServiceApp:
@@ -66,5 +90,5 @@ def build(settings: config.Settings) -> ServiceApp:
         register=lambda server: face_landmark_pb2_grpc.add_FaceLandmarkServicer_to_server(servicer, server),
         load=servicer.load,
         reflected=(services.FACE_LANDMARK.grpc_service,),
-        max_message_bytes=settings.raw_image_message_bytes,
+        max_message_bytes=settings.image_message_bytes,
     )

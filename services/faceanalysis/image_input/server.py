@@ -1,24 +1,24 @@
-"""image-input gRPC service: the public faceanalysis.v1.FaceAnalysis API."""
+"""image-input gRPC service: the public faceanalysis.v1.FaceAnalysis API (grpc.aio)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import queue
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
-from faceanalysis.image_input.decode import InputError
-from faceanalysis.image_input.pipeline import Pipeline, peer_error
-from faceanalysis.runtime import config, results, services
-from faceanalysis.runtime.logging import current_request_id, log as log_fields, reset_request_id, set_request_id
+from faceanalysis.image_input.pipeline import Pipeline
+from faceanalysis.runtime import config, imagecodec, results, services
+from faceanalysis.runtime.channels import PeerError
+from faceanalysis.runtime.logging import log as log_fields
 from faceanalysis.runtime.server import ServiceApp
+from faceanalysis.runtime.work import OVERLOADED, Admission, Overloaded
 from faceanalysis.v1 import data_storage_pb2, image_input_pb2, image_input_pb2_grpc
 
 log = logging.getLogger(__name__)
 _END = object()
+SHUTTING_DOWN = ("image-input is shutting down; reconnect and send again the images that got no answer")
 
 
 def _deadline(context) -> float | None:
@@ -29,95 +29,130 @@ def _deadline(context) -> float | None:
 class FaceAnalysisServicer(image_input_pb2_grpc.FaceAnalysisServicer):
     def __init__(self, settings: config.Settings, pipeline: Pipeline):
         self.settings, self.pipeline = settings, pipeline
+        self.admission = Admission(services.IMAGE_INPUT.name, settings.max_concurrent_images)
+        self.draining = asyncio.Event()
 
-    def AnalyzeImage(self, request, context):
+    async def drain(self) -> None:
+        self.draining.set()
+
+    async def _analyze(self, request, deadline: float | None):
+        """One admitted image. Raises Overloaded, imagecodec.InputError or PeerError."""
+        with self.admission.admit():
+            return await self.pipeline.analyze(request.image, request.options, deadline)
+
+    async def AnalyzeImage(self, request, context):
         try:
-            result = self.pipeline.analyze(request.image, request.options, _deadline(context))
-        except InputError as err:
+            result = await self._analyze(request, _deadline(context))
+        except Overloaded as err:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(err), trailing_metadata=OVERLOADED)
+        except imagecodec.InputError as err:
             log_fields(log, logging.INFO, "refused", code=err.code.name, reason=err.message, bytes=len(request.image))
-            context.abort(err.code, err.message)
+            await context.abort(err.code, err.message)
+        except PeerError as err:
+            await context.abort(err.code, err.message, trailing_metadata=OVERLOADED if err.overloaded else ())
         log_fields(log, logging.INFO, "analyzed", analysis_id=result.analysis_id, faces=len(result.faces),
                    stored=result.stored, cached=result.cached, bytes=len(request.image))
         return image_input_pb2.AnalyzeImageResponse(result=result)
 
-    def AnalyzeImages(self, request_iterator, context):
+    async def _item(self, index: int, request, deadline: float | None) -> image_input_pb2.AnalyzeImagesResponse:
+        """The answer to one image of a stream: its result, or its error (the stream goes on)."""
+        reply = image_input_pb2.AnalyzeImagesResponse(index=index, client_ref=request.client_ref)
+        try:
+            reply.result.CopyFrom(await self._analyze(request, deadline))
+        except Overloaded as err:
+            reply.error.code, reply.error.message = "RESOURCE_EXHAUSTED", str(err)
+        except (imagecodec.InputError, PeerError) as err:
+            reply.error.code, reply.error.message = err.code.name, err.message
+        except Exception as err:  # one bad image must not end the stream
+            log.exception("stream item failed")
+            reply.error.code, reply.error.message = "INTERNAL", f"analysis failed: {err}"
+        return reply
+
+    async def AnalyzeImages(self, request_iterator, context):
         """At most `stream_max_in_flight` images of a stream are read and analysed at once.
 
-        The reader takes a slot before it reads the next request and a slot is given back only
-        after its response went out, so a client that sends faster than we analyse (or reads
-        slower) is held back by HTTP/2 flow control instead of filling our memory.
+        A slot is taken before the next request is read and given back only once its answer
+        went out, so a client that sends faster than we analyse (or reads slower) is held back
+        by HTTP/2 flow control instead of filling our memory. Every item shares the stream's
+        deadline. When the client goes away, the stream's tasks are cancelled, which cancels
+        their calls to peers, so no work is done or stored for answers nobody will read. On
+        SIGTERM the stream stops reading, answers what it holds, then ends with UNAVAILABLE so
+        the client resumes elsewhere.
         """
-        limit = self.settings.stream_max_in_flight
-        slots = threading.Semaphore(limit)
-        cancelled = threading.Event()
-        out: queue.Queue = queue.Queue()
-        request_id = current_request_id()
-        pool = ThreadPoolExecutor(max_workers=limit, thread_name_prefix="stream")
+        deadline = _deadline(context)
+        slots = asyncio.Semaphore(self.settings.stream_max_in_flight)
+        answers: asyncio.Queue = asyncio.Queue()
+        tasks: set[asyncio.Task] = set()
+        stopped_by_drain = False
 
-        def work(index: int, request) -> None:
-            token = set_request_id(request_id)
+        async def next_request():
+            """The next request, or None at the end of the stream or when draining."""
+            get = asyncio.ensure_future(anext(request_iterator, None))
+            drain = asyncio.ensure_future(self.draining.wait())
             try:
-                result = self.pipeline.analyze(request.image, request.options)
-                out.put(image_input_pb2.AnalyzeImagesResponse(index=index, client_ref=request.client_ref,
-                                                              result=result))
-            except InputError as err:
-                out.put(image_input_pb2.AnalyzeImagesResponse(
-                    index=index, client_ref=request.client_ref,
-                    error=image_input_pb2.ImageError(code=err.code.name, message=err.message)))
-            except Exception as err:  # one bad image must not end the stream
-                log.exception("stream item failed")
-                out.put(image_input_pb2.AnalyzeImagesResponse(
-                    index=index, client_ref=request.client_ref,
-                    error=image_input_pb2.ImageError(code="INTERNAL", message=str(err))))
+                await asyncio.wait((get, drain), return_when=asyncio.FIRST_COMPLETED)
             finally:
-                reset_request_id(token)
+                drain.cancel()
+            if self.draining.is_set():
+                # A request read just now goes unanswered; the client sends it again elsewhere.
+                get.cancel()
+                return None
+            return get.result()
 
-        def read() -> None:
+        async def read() -> None:
+            nonlocal stopped_by_drain
+            index = 0
             try:
-                for index, request in enumerate(request_iterator):
-                    slots.acquire()
-                    if cancelled.is_set() or not context.is_active():
+                while True:
+                    await slots.acquire()
+                    request = await next_request()
+                    if request is None:
+                        stopped_by_drain = self.draining.is_set()
                         break
-                    pool.submit(work, index, request)
-            except grpc.RpcError:
-                pass  # the client went away; in-flight items still finish
+                    task = asyncio.create_task(self._item(index, request, deadline))
+                    task.add_done_callback(lambda t: answers.put_nowait(t.result()) if not t.cancelled() else None)
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                    index += 1
+                if tasks:
+                    await asyncio.wait(set(tasks))
             finally:
-                pool.shutdown(wait=True)
-                out.put(_END)
+                answers.put_nowait(_END)
 
-        threading.Thread(target=read, name="stream-reader", daemon=True).start()
+        reader = asyncio.create_task(read())
         try:
-            while (item := out.get()) is not _END:
-                yield item
+            while (answer := await answers.get()) is not _END:
+                yield answer
                 slots.release()
+            reader.result()  # a failed read (e.g. a malformed request) ends the stream with its status
         finally:
-            # The client may have gone: free the reader if it waits for a slot, so it can stop.
-            cancelled.set()
-            for _ in range(limit):
-                slots.release()
+            reader.cancel()
+            for task in list(tasks):
+                task.cancel()
+        if stopped_by_drain:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
 
     # --- stored results ---------------------------------------------------------------
-    def _storage(self, context, call, request):
+    async def _storage(self, context, method: str, request):
         try:
-            return call(request, timeout=self.settings.rpc_timeout_seconds)
-        except grpc.RpcError as err:
-            if err.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
-                context.abort(err.code(), err.details())
-            failure = peer_error("data-storage", err)
-            context.abort(failure.code, failure.message)
+            return await self.pipeline.storage.call(method, request)
+        except PeerError as err:
+            if err.peer_code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                await context.abort(err.peer_code, err.details)
+            await context.abort(err.code, err.message)
 
-    def GetAnalysis(self, request, context):
-        results.require_valid_id(request.analysis_id, context)
-        found = self._storage(context, self.pipeline.storage.GetResult,
-                              data_storage_pb2.GetResultRequest(analysis_id=request.analysis_id))
+    async def GetAnalysis(self, request, context):
+        await results.require_valid_id(request.analysis_id, context)
+        found = await self._storage(context, "GetResult", data_storage_pb2.GetResultRequest(
+            analysis_id=request.analysis_id))
         return image_input_pb2.GetAnalysisResponse(result=found.result)
 
-    def ListAnalyses(self, request, context):
-        return self._storage(context, self.pipeline.storage.ListResults, request)
+    async def ListAnalyses(self, request, context):
+        return await self._storage(context, "ListResults", request)
 
-    def DeleteAnalysis(self, request, context):
-        results.require_valid_id(request.analysis_id, context)
-        return self._storage(context, self.pipeline.storage.DeleteResult, request)
+    async def DeleteAnalysis(self, request, context):
+        await results.require_valid_id(request.analysis_id, context)
+        return await self._storage(context, "DeleteResult", request)
 
 
 def build(settings: config.Settings) -> ServiceApp:
@@ -127,8 +162,8 @@ def build(settings: config.Settings) -> ServiceApp:
         spec=services.IMAGE_INPUT,
         register=lambda server: image_input_pb2_grpc.add_FaceAnalysisServicer_to_server(servicer, server),
         # image-input has no models: it is ready once its server runs. Peers' readiness is
-        # theirs to report; a call while they are down gets UNAVAILABLE.
+        # theirs to report; a call while they are down is retried, then gets UNAVAILABLE.
+        drain=servicer.drain,
         reflected=(services.IMAGE_INPUT.grpc_service,),
-        # Room for a request a bit over the byte cap, so oversize uploads get our own message.
-        max_message_bytes=settings.max_image_bytes * 2 + 1024 * 1024,
+        max_message_bytes=settings.image_message_bytes,
     )

@@ -25,10 +25,25 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus /metrics port; default per service (9150-9153)")
     bind_host: str = Field("[::]", description="address the gRPC server binds")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    max_workers: int = Field(8, ge=1, description="gRPC handler threads")
+    # Servers run on asyncio: an open call costs no thread. Blocking work (decoding, inference,
+    # Redis) runs in a pool of this many threads; calls beyond the pool wait in line (admitted).
+    max_workers: int = Field(4, ge=1, description="threads for blocking work (decode, inference, Redis)")
+    max_concurrent_images: int = Field(
+        8, ge=1, description="images a pod works on at once (image-input: in the pipeline; face-landmark: "
+        "decoding and detecting); beyond it calls get RESOURCE_EXHAUSTED at once. The chart derives it "
+        "from the memory limit")
+    cpu_limit: float | None = Field(
+        None, gt=0, description="CPUs this container may use (Kubernetes downward API, limits.cpu); "
+        "default: the cgroup quota, else the CPUs the process may run on")
     # Servers close connections after this age so clients re-resolve DNS and reach pods added by the HPA.
     max_connection_age_seconds: float = Field(120.0, gt=0)
-    max_connection_age_grace_seconds: float = Field(30.0, ge=0)
+    # ... and give calls on an aged connection this long to finish: long enough for a stream's
+    # in-flight work. A client that streams for longer resumes on a new connection.
+    max_connection_age_grace_seconds: float = Field(300.0, ge=0)
+    # Server keepalive: a client that vanished without closing its connection is noticed within
+    # keepalive_seconds + keepalive_timeout_seconds, and its calls are cancelled.
+    keepalive_seconds: float = Field(30.0, gt=0, description="ping an idle connection this often")
+    keepalive_timeout_seconds: float = Field(10.0, gt=0, description="close a connection whose ping is not answered")
     shutdown_grace_seconds: float = Field(25.0, ge=0, description="time in-flight calls get to finish after SIGTERM")
 
     # --- peers (image-input) ------------------------------------------------------------
@@ -36,10 +51,15 @@ class Settings(BaseSettings):
     attributes_target: str = "dns:///localhost:50052"
     storage_target: str = "dns:///localhost:50053"
     rpc_timeout_seconds: float = Field(30.0, gt=0, description="deadline of each call to a peer")
-    rpc_retries: int = Field(3, ge=0, le=4, description="retries on UNAVAILABLE (gRPC caps attempts at 5)")
+    # Application-level retries (gRPC's own stop at 256 KiB requests): a call that gets
+    # UNAVAILABLE is tried again with backoff for this long, within the caller's deadline, so
+    # a peer restart of a few seconds fails nothing.
+    peer_retry_seconds: float = Field(10.0, ge=0, description="how long calls to a peer are retried on UNAVAILABLE")
 
     # --- input limits (image-input) ----------------------------------------------------------
     max_image_bytes: int = Field(20 * MiB, gt=0, description="larger uploads get RESOURCE_EXHAUSTED")
+    # Counted at decoded cost: an image costs width x height x max(3, bytes per pixel of its
+    # mode) / 3, so 16-bit RGB, RGBA and CMYK inputs count at what decoding them takes.
     max_image_pixels: int = Field(40_000_000, gt=0, description="larger images (decompression bombs) get RESOURCE_EXHAUSTED")
     min_image_side: int = Field(16, ge=1, description="smaller images get INVALID_ARGUMENT")
     stream_max_in_flight: int = Field(4, ge=1, description="images analysed at once per AnalyzeImages stream")
@@ -51,12 +71,16 @@ class Settings(BaseSettings):
     # --- face-landmark ------------------------------------------------------------------------
     detector: Literal["yunet", "haar", "hog"] = "yunet"
     detection_threshold: float = Field(0.9, ge=0, le=1, description="YuNet score threshold")
-    crop_size: int = Field(512, ge=64, le=2048, description="longest side of the aligned crop sent to face-attributes")
+    # The crop holds twice the face box, so 448 puts the face at 224 px, the attribute models'
+    # input size: face-attributes only ever shrinks it.
+    crop_size: int = Field(448, ge=64, le=2048, description="longest side of the aligned crop sent to face-attributes")
 
     # --- face-attributes ------------------------------------------------------------------------
     face_margin: float = Field(0.0, ge=0, le=1, description="context around each face box, as a fraction of its size")
     batch_max_size: int = Field(32, ge=1, description="faces per inference batch")
     batch_wait_ms: float = Field(5.0, ge=0, description="how long a batch waits for concurrent calls")
+    batch_queue_max_faces: int = Field(
+        256, ge=1, description="faces waiting for inference; beyond it calls get RESOURCE_EXHAUSTED at once")
 
     # --- data-storage ---------------------------------------------------------------------------
     redis_url: str = "redis://localhost:6379/0"
@@ -71,9 +95,10 @@ class Settings(BaseSettings):
         return spec.metrics_port if self.metrics_port is None else self.metrics_port
 
     @property
-    def raw_image_message_bytes(self) -> int:
-        """The largest DetectFaces request: raw BGR pixels of the biggest accepted image."""
-        return self.max_image_pixels * 3 + 1024 * 1024
+    def image_message_bytes(self) -> int:
+        """The largest message carrying one upload: a bit over the byte cap, so an oversize
+        upload reaches our own check and gets our own message instead of gRPC's."""
+        return self.max_image_bytes * 2 + 1024 * 1024
 
     @property
     def deepface_home(self) -> Path:

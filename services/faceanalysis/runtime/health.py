@@ -1,4 +1,8 @@
-"""grpc.health.v1 wiring: NOT_SERVING until the service is ready, and again once draining."""
+"""grpc.health.v1 wiring: NOT_SERVING until the service is ready, and again once draining.
+
+The servicer is the asyncio one: it answers on the event loop, never behind model work in
+the thread pool, so a pod busy with inference still passes its probes.
+"""
 
 from __future__ import annotations
 
@@ -14,20 +18,19 @@ class Health:
     """Health of one service, reported under "" (the whole server) and its own name."""
 
     def __init__(self, service_label: str, grpc_service: str):
-        self.servicer = health.HealthServicer(experimental_non_blocking=True)
+        self.servicer = health.aio.HealthServicer()
         self.label = service_label
         self.names = ("", grpc_service)
-        self.set(False)
 
     def register(self, server) -> None:
         health_pb2_grpc.add_HealthServicer_to_server(self.servicer, server)
 
-    def set(self, serving: bool) -> None:
+    async def set(self, serving: bool) -> None:
         for name in self.names:
-            self.servicer.set(name, SERVING if serving else NOT_SERVING)
+            await self.servicer.set(name, SERVING if serving else NOT_SERVING)
         metrics.SERVING.labels(self.label).set(1 if serving else 0)
 
-    def drain(self) -> None:
+    async def drain(self) -> None:
         """NOT_SERVING from now on, whatever happens later (graceful shutdown)."""
-        self.servicer.enter_graceful_shutdown()
+        await self.servicer.enter_graceful_shutdown()
         metrics.SERVING.labels(self.label).set(0)

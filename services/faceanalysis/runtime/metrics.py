@@ -26,8 +26,30 @@ GRPC_LATENCY = Histogram(
 )
 GRPC_IN_FLIGHT = Gauge(
     "faceanalysis_grpc_requests_in_flight",
-    "gRPC calls being handled now.",
+    "gRPC calls being handled now, from the moment they arrive (queued ones included).",
     ["service", "method"],
+)
+# The autoscaling signal: work a pod has admitted and not finished (images in image-input and
+# face-landmark, faces in face-attributes), queued work included. Idle streams count nothing.
+WORK_IN_FLIGHT = Gauge(
+    "faceanalysis_work_in_flight",
+    "Work items admitted and not yet finished (images, or faces in face-attributes).",
+    ["service"],
+)
+WORK_CAPACITY = Gauge(
+    "faceanalysis_work_capacity",
+    "Most work items a pod admits at once; beyond it calls get RESOURCE_EXHAUSTED.",
+    ["service"],
+)
+ADMISSION_REJECTIONS = Counter(
+    "faceanalysis_admission_rejections_total",
+    "Work refused with RESOURCE_EXHAUSTED because the pod was at capacity.",
+    ["service"],
+)
+PEER_RETRIES = Counter(
+    "faceanalysis_peer_retries_total",
+    "Calls to a peer tried again after a retryable status (UNAVAILABLE, RESOURCE_EXHAUSTED).",
+    ["peer", "code"],
 )
 INFERENCE_LATENCY = Histogram(
     "faceanalysis_model_inference_duration_seconds",
@@ -40,6 +62,15 @@ BATCH_SIZE = Histogram(
     "Faces per inference batch.",
     ["model"],
     buckets=(1, 2, 4, 8, 16, 32, 64),
+)
+BATCH_QUEUE_FACES = Gauge(
+    "faceanalysis_batch_queue_faces",
+    "Faces waiting in face-attributes' batcher.",
+)
+BATCH_DROPPED_FACES = Counter(
+    "faceanalysis_batch_dropped_faces_total",
+    "Faces dropped before inference, by reason (expired: their deadline passed; cancelled: the caller left).",
+    ["reason"],
 )
 MODEL_LOAD = Gauge(
     "faceanalysis_model_load_duration_seconds",

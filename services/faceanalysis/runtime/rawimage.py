@@ -1,4 +1,4 @@
-"""RawImage (8-bit BGR pixels) to and from numpy, shared by the services that pass pixels."""
+"""RawImage (8-bit BGR pixels) to and from numpy: the aligned crops face-landmark sends on."""
 
 from __future__ import annotations
 

@@ -28,8 +28,8 @@ def from_json(text: str) -> common_pb2.AnalysisResult:
     return json_format.Parse(text, common_pb2.AnalysisResult(), ignore_unknown_fields=True)
 
 
-def require_valid_id(analysis_id: str, context) -> None:
+async def require_valid_id(analysis_id: str, context) -> None:
     """Abort the call with INVALID_ARGUMENT unless `analysis_id` is a well-formed id."""
     if not valid_id(analysis_id):
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                       f"analysis_id must be 32 lowercase hex characters, got {analysis_id[:80]!r}")

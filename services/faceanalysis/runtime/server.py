@@ -1,21 +1,28 @@
-"""Service bootstrap shared by all four services.
+"""Service bootstrap shared by all four services (grpc.aio).
+
+Why asyncio: an open call, an idle stream or a slow client then costs a coroutine, not one of a
+few handler threads, so no number of open streams can block a unary call or a health probe.
+Blocking work (decoding, inference, Redis) runs in the loop's thread pool (`max_workers`), and
+`runtime.work.Admission` caps what a pod holds at once.
 
 `serve(name)` reads settings, starts the gRPC server with health, reflection, metrics and
-request-id interceptors, then loads the service's models in the background. Health turns
-SERVING only after `ServiceApp.load()` returned, which includes a warm-up inference. On
-SIGTERM or SIGINT health turns NOT_SERVING, new calls are refused and in-flight calls get
-`shutdown_grace_seconds` to finish.
+request-id interceptors, then loads the service's models in the thread pool. Health turns
+SERVING only after `ServiceApp.load()` returned, which includes a warm-up inference. On SIGTERM
+or SIGINT health turns NOT_SERVING, the app's `drain` hook runs (streams stop taking new items
+and end once their in-flight items are answered), new calls are refused, and in-flight calls
+get `shutdown_grace_seconds` to finish.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import signal
-import threading
 import time
 from concurrent import futures
 from dataclasses import dataclass, field
+from typing import Awaitable, Callable
 
 import grpc
 from grpc_reflection.v1alpha import reflection
@@ -35,19 +42,47 @@ class NotReady(Exception):
     """
 
 
+def _nothing() -> None:
+    return None
+
+
+async def _nothing_async() -> None:
+    return None
+
+
 @dataclass
 class ServiceApp:
     """What a service plugs into the shared bootstrap."""
 
     spec: services.ServiceSpec
-    # Called with the grpc.Server to add the service's servicers.
-    register: callable
-    # Loads models and runs one warm-up inference; raises NotReady when it cannot.
-    load: callable = lambda: None
-    close: callable = lambda: None
+    # Called with the grpc.aio.Server to add the service's servicers.
+    register: Callable
+    # Blocking: loads models and runs one warm-up inference; raises NotReady when it cannot.
+    load: Callable[[], None] = _nothing
+    # Blocking: releases what load() built (after the server stopped).
+    close: Callable[[], None] = _nothing
+    # Async, on SIGTERM before the server stops: streams stop taking new work.
+    drain: Callable[[], Awaitable[None]] = _nothing_async
     # Full names of the gRPC services to expose through reflection.
     reflected: tuple[str, ...] = field(default_factory=tuple)
     max_message_bytes: int = 0
+
+
+def server_options(settings: config.Settings, max_message_bytes: int) -> list[tuple[str, int]]:
+    ms = lambda seconds: int(seconds * 1000)  # noqa: E731
+    return [
+        # Clients re-resolve DNS when a connection ages out, and so reach pods the HPA added.
+        ("grpc.max_connection_age_ms", ms(settings.max_connection_age_seconds)),
+        ("grpc.max_connection_age_grace_ms", ms(settings.max_connection_age_grace_seconds)),
+        # Ping quiet connections so a vanished client's calls are cancelled, not held forever.
+        ("grpc.keepalive_time_ms", ms(settings.keepalive_seconds)),
+        ("grpc.keepalive_timeout_ms", ms(settings.keepalive_timeout_seconds)),
+        # Accept our own clients' keepalive pings (every 30 s, with or without calls).
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.max_ping_strikes", 0),
+        *message_size_options(max_message_bytes),
+    ]
 
 
 class Server:
@@ -56,16 +91,9 @@ class Server:
     def __init__(self, app: ServiceApp, settings: config.Settings):
         self.app, self.settings = app, settings
         self.health = Health(app.spec.name, app.spec.grpc_service)
-        ms = int(settings.max_connection_age_seconds * 1000)
-        options = [
-            ("grpc.max_connection_age_ms", ms),
-            ("grpc.max_connection_age_grace_ms", int(settings.max_connection_age_grace_seconds * 1000)),
-            *message_size_options(app.max_message_bytes),
-        ]
-        self.grpc = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix=app.spec.name),
+        self.grpc = grpc.aio.server(
             interceptors=[RequestIdInterceptor(), MetricsInterceptor(app.spec.name)],
-            options=options,
+            options=server_options(settings, app.max_message_bytes),
         )
         self.health.register(self.grpc)
         app.register(self.grpc)
@@ -73,45 +101,55 @@ class Server:
             (*app.reflected, "grpc.health.v1.Health", reflection.SERVICE_NAME), self.grpc
         )
         self.port = self.grpc.add_insecure_port(f"{settings.bind_host}:{settings.grpc_port_for(app.spec)}")
-        self.stopped = threading.Event()
-        self._stop_lock = threading.RLock()  # re-entrant: the signal handler runs on the main thread
+        self.stopping = asyncio.Event()
+        self._load_task: asyncio.Task | None = None
 
-    def start(self) -> None:
-        self.grpc.start()
+    async def start(self) -> None:
+        await self.health.set(False)
+        await self.grpc.start()
         metrics.start_metrics_server(self.settings.metrics_port_for(self.app.spec))
         fa_logging.log(log, logging.INFO, "listening", grpc_port=self.port,
-                       metrics_port=self.settings.metrics_port_for(self.app.spec))
-        threading.Thread(target=self._load, name="model-load", daemon=True).start()
+                       metrics_port=self.settings.metrics_port_for(self.app.spec),
+                       work_threads=self.settings.max_workers)
+        self._load_task = asyncio.create_task(self._load())
 
-    def _load(self) -> None:
+    async def _load(self) -> None:
         start = time.perf_counter()
         try:
-            self.app.load()
+            await asyncio.get_running_loop().run_in_executor(None, self.app.load)
         except NotReady as err:
             fa_logging.log(log, logging.ERROR, f"not ready: {err}", state="NOT_SERVING")
             return
         except Exception:  # a broken model must not kill the process: probes report it
             log.exception("start-up failed; staying NOT_SERVING")
             return
-        if not self.stopped.is_set():
-            self.health.set(True)
+        if not self.stopping.is_set():
+            await self.health.set(True)
             fa_logging.log(log, logging.INFO, "serving", ready_seconds=round(time.perf_counter() - start, 3))
 
-    def stop(self, *_signal) -> None:
-        """Drain: NOT_SERVING, refuse new calls, let in-flight calls finish within the grace period."""
-        with self._stop_lock:
-            if self.stopped.is_set():
-                return
-            fa_logging.log(log, logging.INFO, "draining", grace_seconds=self.settings.shutdown_grace_seconds)
-            self.health.drain()
-            self._drained = self.grpc.stop(self.settings.shutdown_grace_seconds)
-            self.stopped.set()
+    def request_stop(self) -> None:
+        self.stopping.set()
 
-    def wait(self) -> None:
-        """Block until stop() was called and in-flight calls finished, then release resources."""
-        self.stopped.wait()
-        self._drained.wait()
-        self.app.close()
+    async def stop(self) -> None:
+        """Drain: NOT_SERVING, streams wind down, new calls refused, in-flight calls finish within the grace."""
+        grace = self.settings.shutdown_grace_seconds
+        fa_logging.log(log, logging.INFO, "draining", grace_seconds=grace)
+        await self.health.drain()
+        await self.app.drain()
+        await self.grpc.stop(grace)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(futures.ThreadPoolExecutor(
+            max_workers=self.settings.max_workers, thread_name_prefix=f"{self.app.spec.name}-work"))
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        await self.start()
+        await self.stopping.wait()
+        await self.stop()
+        if self._load_task is not None and not self._load_task.done():
+            self._load_task.cancel()
+        await loop.run_in_executor(None, self.app.close)
         fa_logging.log(log, logging.INFO, "stopped")
 
 
@@ -119,10 +157,10 @@ def serve(name: str) -> None:
     spec = services.get(name)
     settings = config.load()
     fa_logging.setup(spec.name, settings.log_level)
-    module = importlib.import_module(spec.module)
-    app: ServiceApp = module.build(settings)
-    server = Server(app, settings)
-    signal.signal(signal.SIGTERM, server.stop)
-    signal.signal(signal.SIGINT, server.stop)
-    server.start()
-    server.wait()
+
+    async def main() -> None:
+        module = importlib.import_module(spec.module)
+        app: ServiceApp = module.build(settings)
+        await Server(app, settings).run()
+
+    asyncio.run(main())

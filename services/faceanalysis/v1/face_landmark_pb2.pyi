@@ -20,8 +20,8 @@ class RawImage(_message.Message):
 class DetectFacesRequest(_message.Message):
     __slots__ = ("image",)
     IMAGE_FIELD_NUMBER: _ClassVar[int]
-    image: RawImage
-    def __init__(self, image: _Optional[_Union[RawImage, _Mapping]] = ...) -> None: ...
+    image: bytes
+    def __init__(self, image: _Optional[bytes] = ...) -> None: ...
 
 class AlignedCrop(_message.Message):
     __slots__ = ("image", "face_width", "face_height")

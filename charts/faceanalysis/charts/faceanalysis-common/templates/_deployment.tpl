@@ -4,6 +4,9 @@
 {{- $global := .Values.global | default dict -}}
 {{- $models := $global.models | default dict -}}
 {{- $pullModels := and $spec.models (eq ($models.source | default "initContainer") "initContainer") -}}
+{{- $probes := .Values.probes | default dict -}}
+{{- $readiness := $probes.readiness | default dict -}}
+{{- $liveness := $probes.liveness | default dict -}}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -79,21 +82,26 @@ spec:
             {{- include "faceanalysis.env" . | nindent 12 }}
           # Health turns SERVING only after models load and a warm-up inference passes,
           # so the startup probe gives model loading time before liveness applies.
+          # Health is answered on the server's event loop, outside the work thread pool and
+          # outside admission, so a pod busy with a full pool still answers every probe in
+          # milliseconds; the timeouts only cover a loaded node and a CPU-throttled container.
           startupProbe:
             grpc: {port: {{ $spec.port }}, service: {{ $spec.grpcService }}}
             periodSeconds: 5
-            failureThreshold: {{ .Values.probes.startupFailureThreshold }}
+            timeoutSeconds: {{ $readiness.timeoutSeconds | default 3 }}
+            failureThreshold: {{ $probes.startupFailureThreshold }}
           readinessProbe:
             grpc: {port: {{ $spec.port }}, service: {{ $spec.grpcService }}}
-            periodSeconds: 5
-            failureThreshold: 2
-          # Liveness asks the server as a whole ("") and tolerates 60 s of NOT_SERVING, longer
-          # than the shutdown grace, so a draining pod is never killed early.
+            periodSeconds: {{ $readiness.periodSeconds | default 5 }}
+            timeoutSeconds: {{ $readiness.timeoutSeconds | default 3 }}
+            failureThreshold: {{ $readiness.failureThreshold | default 3 }}
+          # Liveness asks the server as a whole ("") and by default tolerates 60 s (10 s x 6) of
+          # failures, longer than the shutdown grace, so a draining pod is never killed early.
           livenessProbe:
             grpc: {port: {{ $spec.port }}, service: ""}
-            periodSeconds: 10
-            timeoutSeconds: 5
-            failureThreshold: 6
+            periodSeconds: {{ $liveness.periodSeconds | default 10 }}
+            timeoutSeconds: {{ $liveness.timeoutSeconds | default 5 }}
+            failureThreshold: {{ $liveness.failureThreshold | default 6 }}
           resources:
             {{- toYaml .Values.resources | nindent 12 }}
           securityContext:

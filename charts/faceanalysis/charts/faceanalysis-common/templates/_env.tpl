@@ -42,6 +42,8 @@ Ports, peers, Redis and directories are derived from the release and not meant t
   value: {{ include "faceanalysis.envValue" $value }}
 {{- end }}
 {{- end }}
+{{- /* Admission limit, work threads and CPU limit from the container's resources (_admission.tpl). */}}
+{{- include "faceanalysis.derivedEnv" . }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}

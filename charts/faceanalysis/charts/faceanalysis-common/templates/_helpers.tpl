@@ -11,10 +11,14 @@ tests/deploy checks it against the Python registry.
 */}}
 {{- define "faceanalysis.specs" -}}
 # port: the main (gRPC) port; calls: the only edges NetworkPolicies allow;
-# target: the Settings field through which image-input dials this service.
-image-input:     {port: 50050, metricsPort: 9150, grpcService: faceanalysis.v1.FaceAnalysis, calls: [face-landmark, face-attributes, data-storage]}
-face-landmark:   {port: 50051, metricsPort: 9151, grpcService: faceanalysis.v1.FaceLandmark, models: true, target: landmark_target}
-face-attributes: {port: 50052, metricsPort: 9152, grpcService: faceanalysis.v1.FaceAttributes, models: true, target: attributes_target}
+# target: the Settings field through which image-input dials this service;
+# admits: the Settings field that caps the work a pod holds at once (derived from the memory
+#   limit, see _admission.tpl; faceanalysis_work_in_flight counts that work);
+# cpuLimit: FACEANALYSIS_CPU_LIMIT from the container's CPU limit (ONNX Runtime/OpenCV threads);
+# workersFollowAdmission: max_workers = the admission limit (every admitted item is blocking work).
+image-input:     {port: 50050, metricsPort: 9150, grpcService: faceanalysis.v1.FaceAnalysis, calls: [face-landmark, face-attributes, data-storage], admits: max_concurrent_images}
+face-landmark:   {port: 50051, metricsPort: 9151, grpcService: faceanalysis.v1.FaceLandmark, models: true, target: landmark_target, admits: max_concurrent_images, cpuLimit: true, workersFollowAdmission: true}
+face-attributes: {port: 50052, metricsPort: 9152, grpcService: faceanalysis.v1.FaceAttributes, models: true, target: attributes_target, admits: batch_queue_max_faces, cpuLimit: true}
 data-storage:    {port: 50053, metricsPort: 9153, grpcService: faceanalysis.v1.DataStorage, target: storage_target, calls: [redis], archive: true}
 redis:           {port: 6379, metricsPort: 9121}
 # The `helm test` Pod of the umbrella chart calls the public API like a client would.

@@ -1,10 +1,17 @@
 {{/*
-HorizontalPodAutoscaler (autoscaling/v2): CPU by default; optionally the in-flight gRPC
-calls per pod (faceanalysis_grpc_requests_in_flight through prometheus-adapter), which tracks
-load better for services that wait on peers or batch inference.
+HorizontalPodAutoscaler (autoscaling/v2): CPU by default; optionally (autoscaling.inFlight)
+the work each pod holds, through prometheus-adapter (docs/deploy.md):
+- faceanalysis_work_in_flight for the services that admit work (images in image-input and
+  face-landmark, faces in face-attributes, queued ones included). Unlike CPU it moves for pods
+  that wait on peers or batch inference, and idle streams count nothing. The target defaults to
+  75 % of the admission limit (faceanalysis.inFlightTarget), so pods are added before any
+  refuses work;
+- faceanalysis_grpc_requests_in_flight for data-storage, which admits nothing (averageValue
+  must be set).
 */}}
 {{- define "faceanalysis.hpa" -}}
 {{- $a := .Values.autoscaling -}}
+{{- $spec := include "faceanalysis.spec" (list . .Chart.Name) | fromYaml -}}
 {{- if $a.enabled -}}
 apiVersion: autoscaling/v2
 kind: HorizontalPodAutoscaler
@@ -41,10 +48,10 @@ spec:
     - type: Pods
       pods:
         metric:
-          name: faceanalysis_grpc_requests_in_flight
+          name: {{ if $spec.admits }}faceanalysis_work_in_flight{{ else }}faceanalysis_grpc_requests_in_flight{{ end }}
         target:
           type: AverageValue
-          averageValue: {{ $a.inFlight.averageValue | quote }}
+          averageValue: {{ include "faceanalysis.inFlightTarget" . | quote }}
     {{- end }}
   behavior:
     scaleUp:

@@ -1,0 +1,107 @@
+"""The predictor's ONNX Runtime sessions are sized to the container and change no number.
+
+Uses the real model files, pulled from the local mirror (FACEANALYSIS_MODEL_MIRROR).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from faceanalysis.face_attributes.predictor import MODEL_FILES, Predictor
+from faceanalysis.runtime import cpu
+
+THREADS = 2
+
+
+@pytest.fixture(scope="module")
+def predictor(models_dir):
+    return Predictor(models_dir, cpus=THREADS)
+
+
+@pytest.fixture(scope="module")
+def batch():
+    rng = np.random.default_rng(20240601)
+    return rng.random((16, 224, 224, 3), dtype=np.float32)
+
+
+def deepface_default_session(name: str):
+    """The session DeepFace itself builds for a model (default options)."""
+    from deepface.commons import onnx_utils
+
+    return onnx_utils.build_session(file_name=MODEL_FILES[name], source_url=[])
+
+
+def raw_outputs(predictor: Predictor, batch: np.ndarray) -> dict[str, np.ndarray]:
+    """Each model's output through DeepFace's own client code path."""
+    return {
+        "Age": predictor._run_session(predictor.clients["Age"].model, batch),
+        "Gender": predictor.clients["Gender"].predict(batch),
+        "Emotion": predictor.clients["Emotion"].predict(batch),
+    }
+
+
+def test_sessions_carry_the_thread_count_and_no_spinning(predictor):
+    assert predictor.threads == THREADS
+    for name, client in predictor.clients.items():
+        options = client.model.get_session_options()
+        assert options.intra_op_num_threads == THREADS, name
+        assert options.inter_op_num_threads == 1, name
+        assert options.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL, name
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0", name
+        assert options.get_session_config_entry("session.inter_op.allow_spinning") == "0", name
+
+
+def test_sessions_load_the_same_files_on_the_same_providers(predictor, models_dir):
+    for name, client in predictor.clients.items():
+        default = deepface_default_session(name)
+        assert client.model.get_providers() == default.get_providers(), name
+        assert [i.name for i in client.model.get_inputs()] == [i.name for i in default.get_inputs()], name
+        expected = (models_dir / ".deepface" / "weights" / MODEL_FILES[name]).resolve()
+        assert expected.samefile(client.model._model_path), name
+
+
+def test_deepface_itself_uses_the_resized_sessions(predictor):
+    from deepface import DeepFace
+
+    for name, client in predictor.clients.items():
+        assert DeepFace.build_model(task="facial_attribute", model_name=name) is client
+        assert client.model.get_session_options().intra_op_num_threads == THREADS
+
+
+def test_outputs_are_identical_to_deepfaces_default_sessions(predictor, batch):
+    ours_raw = raw_outputs(predictor, batch)
+    ours = predictor.predict(batch)
+    resized = {name: client.model for name, client in predictor.clients.items()}
+    try:
+        for name, client in predictor.clients.items():
+            client.model = deepface_default_session(name)
+        theirs_raw = raw_outputs(predictor, batch)
+        theirs = predictor.predict(batch)
+    finally:
+        for name, client in predictor.clients.items():
+            client.model = resized[name]
+    for name in MODEL_FILES:
+        assert ours_raw[name].shape == theirs_raw[name].shape, name
+        np.testing.assert_allclose(ours_raw[name], theirs_raw[name], rtol=1e-6, atol=1e-6, err_msg=name)
+    assert len(ours) == len(theirs) == len(batch)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose([a.age, a.age_low, a.age_high, a.woman], [b.age, b.age_low, b.age_high, b.woman],
+                                   rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(a.emotions, b.emotions, rtol=1e-6, atol=1e-6)
+
+
+def test_default_thread_count_is_the_containers_cpus(models_dir, caplog):
+    with caplog.at_level(logging.INFO, logger="faceanalysis.face_attributes.predictor"):
+        predictor = Predictor(models_dir)
+    try:
+        assert predictor.threads == cpu.available_cpus()
+        assert predictor.clients["Age"].model.get_session_options().intra_op_num_threads == predictor.threads
+        records = [r for r in caplog.records if getattr(r, "fields", {}).get("threads") is not None]
+        assert records and records[-1].fields["threads"] == predictor.threads
+    finally:
+        # Leave DeepFace's shared clients as the module fixture configured them.
+        Predictor(models_dir, cpus=THREADS)
