@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import grpc
 import pytest
@@ -175,3 +176,41 @@ def test_refusals_are_counted_by_status_code(api, local_stack):
     assert after[key] == before.get(key, 0) + 1
     assert after[ok] == before.get(ok, 0) + 1
     assert after[("faceanalysis_grpc_requests_in_flight", (("method", "AnalyzeImage"), ("service", "image-input")))] == 0
+
+
+@pytest.mark.parametrize("size", [(40000, 16), (16, 40000), (20000, 33)])
+def test_extreme_aspect_ratios_never_fail_inside_the_server(api, size):
+    """Valid images of shapes a detector cannot take whole: an answer or INVALID_ARGUMENT, never INTERNAL."""
+    from PIL import Image
+    import io
+
+    buf = io.BytesIO()
+    Image.new("RGB", size, (90, 120, 150)).save(buf, "PNG")
+    try:
+        result = api.AnalyzeImage(image_input_pb2.AnalyzeImageRequest(
+            image=buf.getvalue(), options=common_pb2.AnalysisOptions(no_store=True)), timeout=60).result
+        assert (result.image.width, result.image.height) == size
+        assert len(result.faces) == 0
+    except grpc.RpcError as err:
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+
+
+def test_cancelled_streams_are_counted_as_cancelled(local_stack):
+    url = local_stack.metrics_urls["image-input"]
+    key = ("faceanalysis_grpc_requests_total",
+           (("code", "CANCELLED"), ("method", "AnalyzeImages"), ("service", "image-input")))
+
+    async def cancel_one() -> None:
+        async with grpc.aio.insecure_channel(local_stack.target("image-input")) as channel:
+            call = image_input_pb2_grpc.FaceAnalysisStub(channel).AnalyzeImages()
+            await call.write(image_input_pb2.AnalyzeImageRequest(image=obama_bytes(),
+                                                                 options=common_pb2.AnalysisOptions(no_store=True)))
+            await call.read()
+            call.cancel()
+
+    before = scrape(url).get(key, 0)
+    asyncio.run(cancel_one())
+    deadline = time.monotonic() + 5
+    while scrape(url).get(key, 0) == before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert scrape(url).get(key, 0) == before + 1

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import queue
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from concurrent import futures
 
+import grpc
 import pytest
 import redis
 
 from faceanalysis.cli.stack import LocalStack
+from faceanalysis.v1 import image_input_pb2, image_input_pb2_grpc
 from tests.integration.test_faults import distinct_photos
 from tests.support import MIRROR, TEST_MARGIN, image
 
@@ -161,3 +167,113 @@ def test_up_stops_everything_on_sigterm(models_dir, tmp_path):
     leftover = subprocess.run(["pgrep", "-f", str(tmp_path / "work")], capture_output=True, text=True)
     assert leftover.stdout == ""
     assert service_processes() <= before
+
+
+# --- the retry loop of `analyze`, against a scripted image-input ----------------------------------
+
+class ScriptedImageInput(image_input_pb2_grpc.FaceAnalysisServicer):
+    """A real gRPC server that misbehaves on purpose: every stream is cut with UNAVAILABLE after
+    a few answers (with requests still unanswered), some first tries get a busy answer, and one
+    image is refused. It records what it received and answered."""
+
+    def __init__(self, cut_every: int = 5, busy_first=(), refuse=(), always_busy: bool = False):
+        self.cut_every, self.busy_first, self.refuse = cut_every, set(busy_first), set(refuse)
+        self.always_busy = always_busy
+        self.lock = threading.Lock()
+        self.received: dict[str, int] = {}
+        self.results: dict[str, int] = {}  # results sent per image
+        self.max_unanswered = 0
+
+    def AnalyzeImages(self, request_iterator, context):
+        pending: queue.Queue = queue.Queue()
+        counts = {"received": 0, "answered": 0}
+
+        def read():
+            try:
+                for request in request_iterator:
+                    with self.lock:
+                        counts["received"] += 1
+                        self.max_unanswered = max(self.max_unanswered, counts["received"] - counts["answered"])
+                        self.received[request.client_ref] = self.received.get(request.client_ref, 0) + 1
+                    pending.put(request)
+            except grpc.RpcError:
+                pass  # the stream was cut
+            pending.put(None)  # the client half-closed: answer what is left, then end the stream
+
+        threading.Thread(target=read, daemon=True).start()
+        index = 0
+        while True:
+            request = pending.get()
+            if request is None:
+                return
+            time.sleep(0.01)  # let the client send ahead, as a real server's work would
+            ref = request.client_ref
+            reply = image_input_pb2.AnalyzeImagesResponse(index=index, client_ref=ref)
+            with self.lock:
+                if self.always_busy or (ref in self.busy_first and self.received[ref] == 1):
+                    reply.error.code, reply.error.message = "RESOURCE_EXHAUSTED", "image-input is at capacity"
+                    reply.error.retryable = True
+                elif ref in self.refuse:
+                    reply.error.code, reply.error.message = "INVALID_ARGUMENT", "not a recognised image"
+                else:
+                    reply.result.analysis_id = f"{index:032x}"
+                    reply.result.image.sha256 = hashlib.sha256(request.image).hexdigest()
+                    self.results[ref] = self.results.get(ref, 0) + 1
+                counts["answered"] += 1
+            index += 1
+            yield reply
+            if index % self.cut_every == 0:
+                time.sleep(0.05)  # the client has sent more by now: those are lost with the stream
+                context.abort(grpc.StatusCode.UNAVAILABLE, "max connection age")
+
+
+@pytest.fixture
+def scripted():
+    servers = []
+
+    def start(servicer: ScriptedImageInput) -> str:
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+        image_input_pb2_grpc.add_FaceAnalysisServicer_to_server(servicer, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        servers.append(server)
+        return f"127.0.0.1:{port}"
+
+    yield start
+    for server in servers:
+        server.stop(0)
+
+
+def test_analyze_resends_only_what_a_broken_stream_left_unanswered(scripted, tmp_path, capsys):
+    from faceanalysis.cli import analyze as cli
+
+    files = distinct_photos(tmp_path / "in", 40, longest_side=64)
+    refs = [f.stem for f in files]
+    servicer = ScriptedImageInput(cut_every=5, busy_first=refs[::3], refuse=[refs[7]])
+    code = cli.analyze([str(tmp_path / "in")], scripted(servicer), tmp_path / "out", None, 3, retry_seconds=30)
+    out, err = capsys.readouterr()
+    assert code == 1  # one image refused: a final failure, listed
+    assert "39 of 40 images analyzed" in out
+    assert f"{refs[7]}.jpg: INVALID_ARGUMENT: not a recognised image" in err
+    assert sorted(p.stem for p in (tmp_path / "out").glob("*.json")) == sorted(set(refs) - {refs[7]})
+    # Every image got exactly one result; none was sent again once it had one.
+    assert servicer.results == {ref: 1 for ref in refs if ref != refs[7]}
+    assert servicer.max_unanswered <= cli.WINDOW
+    resent = {ref: n for ref, n in servicer.received.items() if n > 1}
+    assert set(refs[::3]) - {refs[7]} <= set(resent)  # busy answers were tried again
+    assert "max connection age" not in err  # a broken stream is not a failure to report
+
+
+def test_analyze_gives_up_when_nothing_is_answered_for_retry_seconds(scripted, tmp_path, capsys):
+    from faceanalysis.cli import analyze as cli
+
+    distinct_photos(tmp_path / "in", 5, longest_side=64)
+    target = scripted(ScriptedImageInput(always_busy=True, cut_every=10**6))
+    started = time.monotonic()
+    code = cli.analyze([str(tmp_path / "in")], target, tmp_path / "out", None, 2, retry_seconds=1.5)
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert 1.5 <= time.monotonic() - started < 10
+    assert f"image-input at {target}: RESOURCE_EXHAUSTED: image-input is at capacity" in err
+    assert "giving up with 5 of 5 images left" in err
+    assert "0 of 5 images analyzed" in out

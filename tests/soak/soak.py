@@ -139,7 +139,7 @@ class Soak:
                     for answer in stub.AnalyzeImages(requests, timeout=600):
                         _, faces, code = batch[answer.index]
                         if answer.HasField("error"):
-                            if answer.error.code == "RESOURCE_EXHAUSTED" and "at capacity" in answer.error.message:
+                            if answer.error.retryable:
                                 self.record("shed in a stream")
                                 continue
                             self.check(faces, code, error=(answer.error.code, answer.error.message))

@@ -9,8 +9,10 @@
   a busy server) puts its unanswered images back on the queue and reconnects with backoff.
   Answered images are never sent again.
 - A per-image answer that says the server is busy or a peer is restarting (RESOURCE_EXHAUSTED,
-  UNAVAILABLE) puts that image back on the queue after a backoff. Other per-image errors
-  (INVALID_ARGUMENT, ...) are final and listed at the end.
+  UNAVAILABLE) puts that image back on the queue after a backoff, and that stream sends fewer
+  images at once (its window shrinks by one, down to 1, and grows back one at a time as answers
+  come), so `concurrency` streams settle at what the server admits instead of being refused
+  over and over. Other per-image errors (INVALID_ARGUMENT, ...) are final and listed at the end.
 - The run gives up (exit 2) only when no image was answered for `retry_seconds`. There is no
   overall deadline; client keepalive notices a server that vanished.
 """
@@ -69,7 +71,8 @@ def write_json(path: Path, result: common_pb2.AnalysisResult) -> None:
     tmp.replace(path)
 
 
-# Sent-but-unanswered images per stream: what a broken stream can lose, and what it holds in memory.
+# Sent-but-unanswered images per stream, at most: what a broken stream can lose, and what it
+# holds in memory. Busy answers shrink a stream's window below this; results grow it back.
 WINDOW = 4
 # Reconnect backoff after a stream broke; per-image backoff after a busy answer.
 INITIAL_BACKOFF, MAX_BACKOFF = 0.2, 5.0
@@ -92,11 +95,8 @@ def retryable_stream_error(err: grpc.RpcError) -> bool:
 
 
 def retryable_item_error(error: image_input_pb2.ImageError) -> bool:
-    """A per-image answer that a later try may turn into a result: a busy server, a restarting peer.
-    RESOURCE_EXHAUSTED for input over the server's byte or pixel cap is final ("... the limit is N")."""
-    if error.code == "UNAVAILABLE":
-        return True
-    return error.code == "RESOURCE_EXHAUSTED" and "the limit is" not in error.message
+    """The server says the same image may succeed later: it was busy or a peer was down."""
+    return error.retryable
 
 
 def dial(target: str) -> grpc.Channel:
@@ -187,18 +187,19 @@ class _Run:
             return None
         return image_input_pb2.AnalyzeImageRequest(image=data, options=self.options, client_ref=self.names[index])
 
-    def answer(self, index: int, resp: image_input_pb2.AnalyzeImagesResponse) -> None:
+    def answer(self, index: int, resp: image_input_pb2.AnalyzeImagesResponse) -> bool:
+        """Handle one answer; False when it was a busy answer and the image is queued again."""
         if resp.HasField("error"):
             if retryable_item_error(resp.error):
                 with self.cond:
                     self.retries[index] += 1
                     self.last_error = (resp.error.code, resp.error.message)
                     self.put_back(index, min(INITIAL_BACKOFF * 2 ** (self.retries[index] - 1), MAX_BACKOFF))
-                return
+                return False
             with self.cond:
                 self.failures.append(f"{self.files[index]}: {resp.error.code}: {resp.error.message}")
                 self._final()
-            return
+            return True
         problem = None
         try:
             write_json(self.out / f"{self.names[index]}.json", resp.result)
@@ -213,16 +214,28 @@ class _Run:
                 self.analyzed += 1
                 self.faces += len(resp.result.faces)
             self._final()
+        return True
 
 
 class _Stream:
     """One AnalyzeImages call: requests drawn lazily from the shared queue, answers matched by index."""
 
-    def __init__(self, run: _Run, stub, timeout: float | None):
+    def __init__(self, run: _Run, stub, timeout: float | None, window: int = WINDOW):
         self.run, self.stub, self.timeout = run, stub, timeout
         self.sent: list[int] = []  # position on the stream -> image index
         self.unanswered: set[int] = set()  # positions sent and not answered yet
+        self.window = window  # how many may be unanswered now (1..WINDOW)
+        self._streak = 0  # answers since the window last changed
         self.over = False
+
+    def _adapt(self, busy: bool) -> None:
+        """One image fewer in flight after a busy answer; one more after 2 x `window` results in a row."""
+        if busy:
+            self.window, self._streak = max(1, self.window - 1), 0
+            return
+        self._streak += 1
+        if self.window < WINDOW and self._streak >= 2 * self.window:
+            self.window, self._streak = self.window + 1, 0
 
     def requests(self):
         run = self.run
@@ -232,7 +245,7 @@ class _Stream:
                 while True:
                     if self.over or run.finished():
                         return  # half-close: the server answers what it holds, then ends the stream
-                    if len(self.unanswered) < WINDOW:
+                    if len(self.unanswered) < self.window:
                         index = run.take()
                         if index is not None:
                             break
@@ -265,9 +278,11 @@ class _Stream:
                         continue  # not ours to count twice
                     self.unanswered.discard(resp.index)
                     index = self.sent[resp.index]
+                final = run.answer(index, resp)
+                with run.cond:
+                    self._adapt(busy=not final)
                     run.cond.notify_all()  # a slot of the window is free
-                run.answer(index, resp)
-                answered += 1
+                answered += final
             return None, answered
         except grpc.RpcError as err:
             return err, answered
@@ -283,12 +298,15 @@ class _Stream:
 
 def _worker(run: _Run, stub, timeout: float | None) -> None:
     backoff = INITIAL_BACKOFF
+    window = WINDOW
     try:
         while True:
             with run.cond:
                 if run.finished():
                     return
-            err, answered = _Stream(run, stub, timeout).run_once()
+            stream = _Stream(run, stub, timeout, window)
+            err, answered = stream.run_once()
+            window = stream.window  # a busy server stays busy across reconnects
             with run.cond:
                 if run.finished():
                     return
@@ -355,8 +373,16 @@ def analyze(paths: list[str], target: str, out: Path, visualize: Path | None, co
         with run.cond:
             run.give_up("interrupted")
     finally:
+        # Streams end once the server answered everything; one that does not is cancelled.
+        deadline = time.monotonic() + 5
         for worker in workers:
-            worker.join(timeout=10)
+            worker.join(timeout=max(0.0, deadline - time.monotonic()))
+        with run.cond:
+            leftover = list(run.calls)
+        for call in leftover:
+            call.cancel()
+        for worker in workers:
+            worker.join(timeout=5)
         bar.close()
         channel.close()
     print(f"{run.analyzed} of {len(files)} images analyzed, {run.faces} faces; JSON in {out}"

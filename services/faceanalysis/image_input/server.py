@@ -60,8 +60,11 @@ class FaceAnalysisServicer(image_input_pb2_grpc.FaceAnalysisServicer):
         try:
             reply.result.CopyFrom(await self._analyze(request, deadline))
         except Overloaded as err:
-            reply.error.code, reply.error.message = "RESOURCE_EXHAUSTED", str(err)
-        except (imagecodec.InputError, PeerError) as err:
+            reply.error.code, reply.error.message, reply.error.retryable = "RESOURCE_EXHAUSTED", str(err), True
+        except PeerError as err:
+            reply.error.code, reply.error.message = err.code.name, err.message
+            reply.error.retryable = err.overloaded or err.code == grpc.StatusCode.UNAVAILABLE
+        except imagecodec.InputError as err:
             reply.error.code, reply.error.message = err.code.name, err.message
         except Exception as err:  # one bad image must not end the stream
             log.exception("stream item failed")

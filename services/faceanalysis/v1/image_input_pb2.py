@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from faceanalysis.v1 import common_pb2 as faceanalysis_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!faceanalysis/v1/image_input.proto\x12\x0f\x66\x61\x63\x65\x61nalysis.v1\x1a\x1c\x66\x61\x63\x65\x61nalysis/v1/common.proto\"k\n\x13\x41nalyzeImageRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x31\n\x07options\x18\x02 \x01(\x0b\x32 .faceanalysis.v1.AnalysisOptions\x12\x12\n\nclient_ref\x18\x03 \x01(\t\"G\n\x14\x41nalyzeImageResponse\x12/\n\x06result\x18\x01 \x01(\x0b\x32\x1f.faceanalysis.v1.AnalysisResult\"+\n\nImageError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xa6\x01\n\x15\x41nalyzeImagesResponse\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x12\n\nclient_ref\x18\x02 \x01(\t\x12\x31\n\x06result\x18\x03 \x01(\x0b\x32\x1f.faceanalysis.v1.AnalysisResultH\x00\x12,\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x1b.faceanalysis.v1.ImageErrorH\x00\x42\t\n\x07outcome\")\n\x12GetAnalysisRequest\x12\x13\n\x0b\x61nalysis_id\x18\x01 \x01(\t\"F\n\x13GetAnalysisResponse\x12/\n\x06result\x18\x01 \x01(\x0b\x32\x1f.faceanalysis.v1.AnalysisResult\"<\n\x13ListAnalysesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"P\n\x0f\x41nalysisSummary\x12\x13\n\x0b\x61nalysis_id\x18\x01 \x01(\t\x12\x12\n\nface_count\x18\x02 \x01(\x05\x12\x14\n\x0cimage_sha256\x18\x03 \x01(\t\"c\n\x14ListAnalysesResponse\x12\x32\n\x08\x61nalyses\x18\x01 \x03(\x0b\x32 .faceanalysis.v1.AnalysisSummary\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\",\n\x15\x44\x65leteAnalysisRequest\x12\x13\n\x0b\x61nalysis_id\x18\x01 \x01(\t\")\n\x16\x44\x65leteAnalysisResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\x32\xe8\x03\n\x0c\x46\x61\x63\x65\x41nalysis\x12[\n\x0c\x41nalyzeImage\x12$.faceanalysis.v1.AnalyzeImageRequest\x1a%.faceanalysis.v1.AnalyzeImageResponse\x12\x61\n\rAnalyzeImages\x12$.faceanalysis.v1.AnalyzeImageRequest\x1a&.faceanalysis.v1.AnalyzeImagesResponse(\x01\x30\x01\x12X\n\x0bGetAnalysis\x12#.faceanalysis.v1.GetAnalysisRequest\x1a$.faceanalysis.v1.GetAnalysisResponse\x12[\n\x0cListAnalyses\x12$.faceanalysis.v1.ListAnalysesRequest\x1a%.faceanalysis.v1.ListAnalysesResponse\x12\x61\n\x0e\x44\x65leteAnalysis\x12&.faceanalysis.v1.DeleteAnalysisRequest\x1a\'.faceanalysis.v1.DeleteAnalysisResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!faceanalysis/v1/image_input.proto\x12\x0f\x66\x61\x63\x65\x61nalysis.v1\x1a\x1c\x66\x61\x63\x65\x61nalysis/v1/common.proto\"k\n\x13\x41nalyzeImageRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x31\n\x07options\x18\x02 \x01(\x0b\x32 .faceanalysis.v1.AnalysisOptions\x12\x12\n\nclient_ref\x18\x03 \x01(\t\"G\n\x14\x41nalyzeImageResponse\x12/\n\x06result\x18\x01 \x01(\x0b\x32\x1f.faceanalysis.v1.AnalysisResult\">\n\nImageError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tretryable\x18\x03 \x01(\x08\"\xa6\x01\n\x15\x41nalyzeImagesResponse\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x12\n\nclient_ref\x18\x02 \x01(\t\x12\x31\n\x06result\x18\x03 \x01(\x0b\x32\x1f.faceanalysis.v1.AnalysisResultH\x00\x12,\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x1b.faceanalysis.v1.ImageErrorH\x00\x42\t\n\x07outcome\")\n\x12GetAnalysisRequest\x12\x13\n\x0b\x61nalysis_id\x18\x01 \x01(\t\"F\n\x13GetAnalysisResponse\x12/\n\x06result\x18\x01 \x01(\x0b\x32\x1f.faceanalysis.v1.AnalysisResult\"<\n\x13ListAnalysesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"P\n\x0f\x41nalysisSummary\x12\x13\n\x0b\x61nalysis_id\x18\x01 \x01(\t\x12\x12\n\nface_count\x18\x02 \x01(\x05\x12\x14\n\x0cimage_sha256\x18\x03 \x01(\t\"c\n\x14ListAnalysesResponse\x12\x32\n\x08\x61nalyses\x18\x01 \x03(\x0b\x32 .faceanalysis.v1.AnalysisSummary\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\",\n\x15\x44\x65leteAnalysisRequest\x12\x13\n\x0b\x61nalysis_id\x18\x01 \x01(\t\")\n\x16\x44\x65leteAnalysisResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\x32\xe8\x03\n\x0c\x46\x61\x63\x65\x41nalysis\x12[\n\x0c\x41nalyzeImage\x12$.faceanalysis.v1.AnalyzeImageRequest\x1a%.faceanalysis.v1.AnalyzeImageResponse\x12\x61\n\rAnalyzeImages\x12$.faceanalysis.v1.AnalyzeImageRequest\x1a&.faceanalysis.v1.AnalyzeImagesResponse(\x01\x30\x01\x12X\n\x0bGetAnalysis\x12#.faceanalysis.v1.GetAnalysisRequest\x1a$.faceanalysis.v1.GetAnalysisResponse\x12[\n\x0cListAnalyses\x12$.faceanalysis.v1.ListAnalysesRequest\x1a%.faceanalysis.v1.ListAnalysesResponse\x12\x61\n\x0e\x44\x65leteAnalysis\x12&.faceanalysis.v1.DeleteAnalysisRequest\x1a\'.faceanalysis.v1.DeleteAnalysisResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,23 +37,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ANALYZEIMAGERESPONSE']._serialized_start=193
   _globals['_ANALYZEIMAGERESPONSE']._serialized_end=264
   _globals['_IMAGEERROR']._serialized_start=266
-  _globals['_IMAGEERROR']._serialized_end=309
-  _globals['_ANALYZEIMAGESRESPONSE']._serialized_start=312
-  _globals['_ANALYZEIMAGESRESPONSE']._serialized_end=478
-  _globals['_GETANALYSISREQUEST']._serialized_start=480
-  _globals['_GETANALYSISREQUEST']._serialized_end=521
-  _globals['_GETANALYSISRESPONSE']._serialized_start=523
-  _globals['_GETANALYSISRESPONSE']._serialized_end=593
-  _globals['_LISTANALYSESREQUEST']._serialized_start=595
-  _globals['_LISTANALYSESREQUEST']._serialized_end=655
-  _globals['_ANALYSISSUMMARY']._serialized_start=657
-  _globals['_ANALYSISSUMMARY']._serialized_end=737
-  _globals['_LISTANALYSESRESPONSE']._serialized_start=739
-  _globals['_LISTANALYSESRESPONSE']._serialized_end=838
-  _globals['_DELETEANALYSISREQUEST']._serialized_start=840
-  _globals['_DELETEANALYSISREQUEST']._serialized_end=884
-  _globals['_DELETEANALYSISRESPONSE']._serialized_start=886
-  _globals['_DELETEANALYSISRESPONSE']._serialized_end=927
-  _globals['_FACEANALYSIS']._serialized_start=930
-  _globals['_FACEANALYSIS']._serialized_end=1418
+  _globals['_IMAGEERROR']._serialized_end=328
+  _globals['_ANALYZEIMAGESRESPONSE']._serialized_start=331
+  _globals['_ANALYZEIMAGESRESPONSE']._serialized_end=497
+  _globals['_GETANALYSISREQUEST']._serialized_start=499
+  _globals['_GETANALYSISREQUEST']._serialized_end=540
+  _globals['_GETANALYSISRESPONSE']._serialized_start=542
+  _globals['_GETANALYSISRESPONSE']._serialized_end=612
+  _globals['_LISTANALYSESREQUEST']._serialized_start=614
+  _globals['_LISTANALYSESREQUEST']._serialized_end=674
+  _globals['_ANALYSISSUMMARY']._serialized_start=676
+  _globals['_ANALYSISSUMMARY']._serialized_end=756
+  _globals['_LISTANALYSESRESPONSE']._serialized_start=758
+  _globals['_LISTANALYSESRESPONSE']._serialized_end=857
+  _globals['_DELETEANALYSISREQUEST']._serialized_start=859
+  _globals['_DELETEANALYSISREQUEST']._serialized_end=903
+  _globals['_DELETEANALYSISRESPONSE']._serialized_start=905
+  _globals['_DELETEANALYSISRESPONSE']._serialized_end=946
+  _globals['_FACEANALYSIS']._serialized_start=949
+  _globals['_FACEANALYSIS']._serialized_end=1437
 # @@protoc_insertion_point(module_scope)

@@ -24,12 +24,14 @@ class AnalyzeImageResponse(_message.Message):
     def __init__(self, result: _Optional[_Union[_common_pb2.AnalysisResult, _Mapping]] = ...) -> None: ...
 
 class ImageError(_message.Message):
-    __slots__ = ("code", "message")
+    __slots__ = ("code", "message", "retryable")
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    RETRYABLE_FIELD_NUMBER: _ClassVar[int]
     code: str
     message: str
-    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+    retryable: bool
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., retryable: _Optional[bool] = ...) -> None: ...
 
 class AnalyzeImagesResponse(_message.Message):
     __slots__ = ("index", "client_ref", "result", "error")
