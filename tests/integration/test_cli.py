@@ -20,8 +20,7 @@ import redis
 
 from faceanalysis.cli.stack import LocalStack
 from faceanalysis.v1 import image_input_pb2, image_input_pb2_grpc
-from tests.integration.test_faults import distinct_photos
-from tests.support import MIRROR, TEST_MARGIN, image
+from tests.support import MIRROR, TEST_MARGIN, distinct_photos, image
 
 FA = [sys.executable, "-m", "faceanalysis.cli.main"]
 

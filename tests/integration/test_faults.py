@@ -9,7 +9,6 @@ SIGKILLed. The supervisor brings it back within a second or two; the retries of 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -25,44 +24,10 @@ import redis
 from faceanalysis.cli.stack import LocalStack, Supervisor
 from faceanalysis.runtime import results
 
-from tests.support import IMAGES, TEST_MARGIN
+from tests.support import TEST_MARGIN, distinct_photos
 
 FA = [sys.executable, "-m", "faceanalysis.cli.main"]
 COUNT = 200
-SOURCE_SUFFIXES = {".jpg", ".jpeg", ".png"}
-
-
-def distinct_photos(folder: Path, count: int, longest_side: int = 640) -> list[Path]:
-    """`count` JPEGs made from the shared photos, each with its own bytes and sha256 (so no answer
-    comes from the result cache): scaled to `longest_side`, the n-th copy of a photo `n` pixels
-    narrower and saved at a slightly different quality."""
-    from PIL import Image, ImageOps
-
-    sources = sorted(p for p in IMAGES.rglob("*") if p.suffix.lower() in SOURCE_SUFFIXES)
-    assert len(sources) >= 30, f"expected the shared photos in {IMAGES}"
-    bases = []
-    for source in sources:
-        with Image.open(source) as img:
-            img = ImageOps.exif_transpose(img).convert("RGB")
-            img.thumbnail((longest_side, longest_side))
-            bases.append((source.stem, img))
-    folder.mkdir(parents=True, exist_ok=True)
-    files, digests = [], set()
-    for i in range(count):
-        stem, img = bases[i % len(bases)]
-        copy = i // len(bases)
-        if copy:
-            img = img.crop((0, 0, img.width - copy, img.height))
-        buffer = io.BytesIO()
-        img.save(buffer, format="JPEG", quality=92 - copy)
-        data = buffer.getvalue()
-        digest = hashlib.sha256(data).hexdigest()
-        assert digest not in digests
-        digests.add(digest)
-        path = folder / f"{i:03d}-{stem}.jpg"
-        path.write_bytes(data)
-        files.append(path)
-    return files
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-import pytest
 import redis
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
