@@ -17,6 +17,15 @@ MIRROR = Path(os.environ.get("FACEANALYSIS_MODEL_MIRROR", SHARED / "models")).re
 TEST_MARGIN = "0.4"
 
 
+def alive(pid: int) -> bool:
+    """True while a process with this PID exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def image(relative: str) -> Path:
     path = IMAGES / relative
     if not path.is_file():

@@ -24,7 +24,7 @@ import redis
 from faceanalysis.cli.stack import LocalStack, Supervisor
 from faceanalysis.runtime import results
 
-from tests.support import TEST_MARGIN, distinct_photos
+from tests.support import TEST_MARGIN, alive, distinct_photos
 
 FA = [sys.executable, "-m", "faceanalysis.cli.main"]
 COUNT = 200
@@ -46,14 +46,6 @@ def supervised_stack(models_dir: Path, work: Path, extra: dict | None = None) ->
 
 def pid_of(stack: LocalStack, name: str) -> int:
     return stack.redis.process.pid if name == "redis" else stack.processes[name].pid
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def check_stored_results(out: Path, stack: LocalStack) -> tuple[int, int]:

@@ -58,6 +58,13 @@ class Context:
         return None
 
 
+async def endless_requests():
+    i = 0
+    while True:
+        i += 1
+        yield image_input_pb2.AnalyzeImageRequest(image=str(i).encode())
+
+
 def servicer_with(pipeline, **settings) -> FaceAnalysisServicer:
     return FaceAnalysisServicer(config.Settings(**settings), pipeline)
 
@@ -97,15 +104,9 @@ def test_client_going_away_cancels_the_stream_work():
     pipeline = SlowPipeline()
     servicer = servicer_with(pipeline, stream_max_in_flight=2)
 
-    async def endless():
-        i = 0
-        while True:
-            i += 1
-            yield image_input_pb2.AnalyzeImageRequest(image=str(i).encode())
-
     async def scenario():
         async def consume():
-            async for _ in servicer.AnalyzeImages(endless(), Context()):
+            async for _ in servicer.AnalyzeImages(endless_requests(), Context()):
                 pass
 
         task = asyncio.create_task(consume())
@@ -132,16 +133,10 @@ def test_draining_stops_reading_answers_in_flight_then_says_reconnect():
         async def abort(self, code, message, trailing_metadata=()):
             raise grpc.RpcError(code, message)
 
-    async def endless():
-        i = 0
-        while True:
-            i += 1
-            yield image_input_pb2.AnalyzeImageRequest(image=str(i).encode())
-
     async def scenario():
         answers = []
         with pytest.raises(grpc.RpcError) as ended:
-            async for answer in servicer.AnalyzeImages(endless(), AbortingContext()):
+            async for answer in servicer.AnalyzeImages(endless_requests(), AbortingContext()):
                 answers.append(answer)
                 if len(answers) == 5:
                     await servicer.drain()

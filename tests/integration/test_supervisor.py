@@ -19,18 +19,10 @@ from faceanalysis.cli.stack import LocalStack, Supervisor, health_status
 from faceanalysis.runtime import services
 from faceanalysis.v1 import common_pb2, image_input_pb2, image_input_pb2_grpc
 
-from tests.support import TEST_MARGIN, image
+from tests.support import TEST_MARGIN, alive, image
 
 FA = [sys.executable, "-m", "faceanalysis.cli.main"]
 SERVICES = list(services.START_ORDER)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):

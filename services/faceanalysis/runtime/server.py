@@ -27,7 +27,7 @@ from typing import Awaitable, Callable
 import grpc
 from grpc_reflection.v1alpha import reflection
 
-from faceanalysis.runtime import config, logging as fa_logging, metrics, services
+from faceanalysis.runtime import config, logging as fa_logging, memory, metrics, services
 from faceanalysis.runtime.channels import message_size_options
 from faceanalysis.runtime.health import Health
 from faceanalysis.runtime.interceptors import MetricsInterceptor, RequestIdInterceptor
@@ -157,6 +157,7 @@ def serve(name: str) -> None:
     spec = services.get(name)
     settings = config.load()
     fa_logging.setup(spec.name, settings.log_level)
+    memory.limit_arenas()
 
     async def main() -> None:
         module = importlib.import_module(spec.module)
