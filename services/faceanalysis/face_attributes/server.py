@@ -14,7 +14,7 @@ from faceanalysis.face_attributes.batcher import Batcher, DeadlineExpired, Queue
 from faceanalysis.face_attributes.predictor import EMOTIONS, INPUT_SIZE, Predictor, cut_face
 from faceanalysis.runtime import channels, config, cpu, rawimage, services, timing
 from faceanalysis.runtime.server import NotReady, ServiceApp
-from faceanalysis.runtime.work import OVERLOADED, Admission, Overloaded, abort_overloaded, run_blocking
+from faceanalysis.runtime.work import Admission, Overloaded, abort_overloaded, run_blocking
 from faceanalysis.v1 import common_pb2, face_attributes_pb2, face_attributes_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ class FaceAttributesServicer(face_attributes_pb2_grpc.FaceAttributesServicer):
             try:
                 future = self.batcher.submit(batch, deadline)
             except QueueFull as err:
-                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(err), trailing_metadata=OVERLOADED)
+                await abort_overloaded(context, err)
             try:
                 # If this call is cancelled, so is the future: the batcher then drops its faces.
                 results = await asyncio.wrap_future(future)

@@ -13,7 +13,7 @@ from faceanalysis.runtime import config, imagecodec, results, services
 from faceanalysis.runtime.channels import PeerError
 from faceanalysis.runtime.logging import log as log_fields
 from faceanalysis.runtime.server import ServiceApp
-from faceanalysis.runtime.work import OVERLOADED, Admission, Overloaded
+from faceanalysis.runtime.work import OVERLOADED, Admission, Overloaded, abort_overloaded
 from faceanalysis.v1 import data_storage_pb2, image_input_pb2, image_input_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class FaceAnalysisServicer(image_input_pb2_grpc.FaceAnalysisServicer):
         try:
             result = await self._analyze(request, _deadline(context))
         except Overloaded as err:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(err), trailing_metadata=OVERLOADED)
+            await abort_overloaded(context, err)
         except imagecodec.InputError as err:
             log_fields(log, logging.INFO, "refused", code=err.code.name, reason=err.message, bytes=len(request.image))
             await context.abort(err.code, err.message)
@@ -94,6 +94,9 @@ class FaceAnalysisServicer(image_input_pb2_grpc.FaceAnalysisServicer):
             drain = asyncio.ensure_future(self.draining.wait())
             try:
                 await asyncio.wait((get, drain), return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                get.cancel()  # the stream is over: stop reading it
+                raise
             finally:
                 drain.cancel()
             if self.draining.is_set():

@@ -35,7 +35,8 @@ def is_overloaded(err: grpc.RpcError) -> bool:
     return any(key == OVERLOADED_KEY for key, _ in metadata)
 
 
-async def abort_overloaded(context, err: Overloaded):
+async def abort_overloaded(context, err: Exception):
+    """End the call with RESOURCE_EXHAUSTED marked as "busy, retry" (see OVERLOADED)."""
     await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(err), trailing_metadata=OVERLOADED)
 
 
