@@ -94,24 +94,13 @@ def retryable_stream_error(err: grpc.RpcError) -> bool:
     return code in RETRYABLE_STREAM_CODES or (code == grpc.StatusCode.INTERNAL and "RST_STREAM" in (err.details() or ""))
 
 
-def retryable_item_error(error: image_input_pb2.ImageError) -> bool:
-    """The server says the same image may succeed later: it was busy or a peer was down."""
-    return error.retryable
-
-
 def dial(target: str) -> grpc.Channel:
+    """A channel with the services' own options (fast reconnect, keepalive, our retries only),
+    whose keepalive also runs on an idle stream, so a server that vanished is noticed."""
     return grpc.insecure_channel(target, options=[
-        # Notice a server that vanished without closing the connection, even on an idle stream.
-        ("grpc.keepalive_time_ms", 30_000),
-        ("grpc.keepalive_timeout_ms", 10_000),
+        *channels.channel_options(MAX_MESSAGE_BYTES),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
-        # Reconnect to a restarted server quickly; our own loop does the retrying.
-        ("grpc.initial_reconnect_backoff_ms", 200),
-        ("grpc.min_reconnect_backoff_ms", 200),
-        ("grpc.max_reconnect_backoff_ms", 2000),
-        ("grpc.enable_retries", 0),
-        *channels.message_size_options(MAX_MESSAGE_BYTES),
     ])
 
 
@@ -190,7 +179,7 @@ class _Run:
     def answer(self, index: int, resp: image_input_pb2.AnalyzeImagesResponse) -> bool:
         """Handle one answer; False when it was a busy answer and the image is queued again."""
         if resp.HasField("error"):
-            if retryable_item_error(resp.error):
+            if resp.error.retryable:  # busy, or a peer was down: the same image may succeed later
                 with self.cond:
                     self.retries[index] += 1
                     self.last_error = (resp.error.code, resp.error.message)
