@@ -70,7 +70,8 @@ def age_interval(distribution: np.ndarray) -> tuple[float, float]:
 
 def session_options(threads: int):
     """ONNX Runtime options for a container with `threads` CPUs: one pool of that size, no
-    inter-op parallelism, and no spin-waiting (idle threads sleep instead of burning the quota)."""
+    inter-op parallelism, no spin-waiting (idle threads sleep instead of burning the quota), and
+    no arena that only grows."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -79,6 +80,11 @@ def session_options(threads: int):
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    # The arena keeps the peak of every batch shape it has seen and never gives it back, and the
+    # memory pattern caches a plan per shape: with batches of 1..N faces RSS creeps up for hours.
+    # Without them each run allocates through malloc, which the service trims when idle.
+    options.enable_cpu_mem_arena = False
+    options.enable_mem_pattern = False
     options.log_severity_level = 3  # errors only, as DeepFace does
     return options
 
