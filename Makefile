@@ -6,7 +6,10 @@
 #   make protos      regenerate services/faceanalysis/v1 from protos/
 #   make models      pull model files into $(FACEANALYSIS_MODELS_DIR) (mirror: FACEANALYSIS_MODEL_MIRROR)
 #   make up          the local stack until Ctrl-C
-#   make bench       face-attributes batching benchmark (ratios, not absolute times)
+#   make bench       the local stack against the loop a user would write (DeepFace.analyze + dlib per photo)
+#                    on ../shared/images: photos/s, latency, CPU and memory per arm, ratios, agreement
+#   make bench-vgg   the same with VGG-16-cost age and gender models (random weights), plus an int8 stack
+#                    (`faceanalysis bench batching [--vgg]`: face-attributes batching alone)
 #   make soak        10 minutes of mixed good and hostile uploads; RSS, threads and fds must stay flat
 # See mk/*.mk for images, compose and Kubernetes targets.
 
@@ -17,6 +20,7 @@ FA ?= $(VENV)/bin/faceanalysis
 PYTHON ?= python3
 IMAGES ?= data/
 PYTEST_FLAGS ?=
+BENCH_FLAGS ?=
 
 export FACEANALYSIS_MODELS_DIR ?= models
 # The shared mirror carries small stand-ins for DeepFace's models that want a 40 % crop margin
@@ -24,7 +28,7 @@ export FACEANALYSIS_MODELS_DIR ?= models
 export FACEANALYSIS_FACE_MARGIN ?= $(if $(FACEANALYSIS_MODEL_MIRROR),0.4,0)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test protos models up bench soak clean
+.PHONY: help install run test protos models up bench bench-vgg soak clean
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort | column -t -s $$'\t'
@@ -54,15 +58,17 @@ up: models  ## Redis and the four services on localhost:50050-50053 until Ctrl-C
 test: install  ## every check that needs no cluster and no Docker engine
 	$(PY) -m pytest $(PYTEST_FLAGS)
 
-bench: models  ## batching benchmark with the pulled models and with VGG-sized random models
-	$(FA) bench
-	$(FA) bench --vgg
+bench: models  ## local stack vs a DeepFace.analyze + dlib loop on the same photos and models (BENCH_FLAGS="--rounds 2")
+	$(FA) bench $(BENCH_FLAGS)
+
+bench-vgg: models  ## the same with VGG-16-cost age/gender models (random weights) and an int8 stack arm; slow
+	$(FA) bench --vgg $(BENCH_FLAGS)
 
 SOAK_MINUTES ?= 10
 soak: install  ## 10 min at concurrency 16 of good and hostile uploads against the local stack; prints RSS/threads/fds
 	$(PY) -m tests.soak.soak --minutes $(SOAK_MINUTES) --concurrency 16
 
-clean:  ## remove local results, pictures and the stack's work folder (keeps models and .venv)
-	rm -rf storage output .cache/stack
+clean:  ## remove local results, pictures and the stack's and bench's work folders (keeps models and .venv)
+	rm -rf storage output .cache/stack .cache/bench
 
 include $(wildcard mk/*.mk)

@@ -21,6 +21,11 @@ FACE_COUNTS = {
     "deepface/couple.jpg": 2,
     "dlib/dogs.jpg": 0,
 }
+# Real faces beyond the count above that the detector may or may not report: in
+# test_obama_and_biden.jpg a girl at the right edge, looking down, whom YuNet scores right at its
+# 0.9 threshold (0.898 on the full 2000 px photo, 0.90-0.92 at every scale from 0.3 to 0.9 and
+# in a full-size window around her), so the 1280 px detection pass reports her.
+BORDERLINE = {"face_recognition/test_obama_and_biden.jpg": 1}
 W, M = common_pb2.GENDER_WOMAN, common_pb2.GENDER_MAN
 # Genders by face, left to right (shared/images/README.md).
 GENDERS = {
@@ -51,7 +56,7 @@ def analyzed(api):
 
 @pytest.mark.parametrize("name,count", sorted(FACE_COUNTS.items()))
 def test_face_count(analyzed, name, count):
-    assert len(analyzed[name].faces) == count
+    assert count <= len(analyzed[name].faces) <= count + BORDERLINE.get(name, 0)
 
 
 def test_genders_of_known_faces(analyzed):

@@ -113,8 +113,9 @@ def test_peak_memory_at_the_caps_stays_under_the_chart_limits(local_stack):
     limits = {n: chart_memory_limit_mib(n) for n in pids}
     print(f"inputs: { {n: f'{len(d) / MiB:.1f} MiB' for n, d in inputs.items()} }")
     print(f"peak RSS MiB: {peaks}; chart limits MiB: {limits}")
-    # Every image is analysed and its faces found (grey levels alone lose t1's smallest face).
-    assert faces == {"40 MP JPEG": 6, "39.9 MP 16-bit PNG": 5, "30 MP RGBA PNG": 6}, faces
+    # Every image is analysed and all six of t1's faces found (grey levels alone included: the full-resolution
+    # re-check of borderline candidates finds the smallest face that a single pass scored just under 0.9).
+    assert faces == {"40 MP JPEG": 6, "39.9 MP 16-bit PNG": 6, "30 MP RGBA PNG": 6}, faces
     for name in pids:
         assert peaks[name] < limits[name], f"{name} peaked at {peaks[name]} MiB, over its {limits[name]} MiB limit"
 
@@ -209,7 +210,8 @@ def test_stream_longer_than_the_connection_age_completes_with_a_long_grace(spare
 
 # --- busy pods ---------------------------------------------------------------------------------
 def test_health_answers_fast_with_16_calls_in_flight(local_stack):
-    photo = encode(Image.open(image("misc/t1.jpg")).convert("RGB").resize((2400, 1600)), "JPEG", quality=90)
+    # 24 MP each: decoding alone keeps face-landmark busy for seconds, longer than the checks take.
+    photo = encode(Image.open(image("misc/t1.jpg")).convert("RGB").resize((6000, 4000)), "JPEG", quality=90)
     channel = grpc.insecure_channel(local_stack.target("image-input"), options=CLIENT_OPTIONS)
     stub = image_input_pb2_grpc.FaceAnalysisStub(channel)
     calls = [stub.AnalyzeImage.future(analyze_request(photo, no_store=True), timeout=120) for _ in range(16)]

@@ -79,7 +79,10 @@ def test_yunet_finds_faces_at_any_size(yunet, factor):
 
 def test_yunet_large_portrait(yunet):
     assert len(yunet.detect(cv2.imread(str(image("deepface/couple.jpg"))))) == 2
-    assert len(yunet.detect(cv2.imread(str(image("face_recognition/test_obama_and_biden.jpg"))))) == 2
+    faces = yunet.detect(cv2.imread(str(image("face_recognition/test_obama_and_biden.jpg"))))
+    # The two men fill the top half; a girl low at the right edge sits at YuNet's threshold
+    # (BORDERLINE in tests/integration/test_known_photos.py) and may come too.
+    assert sum(f.y + f.height < 714 for f in faces) == 2 and len(faces) <= 3
 
 
 @pytest.mark.parametrize("detector", ["haar", "hog"])

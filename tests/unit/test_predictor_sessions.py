@@ -64,12 +64,17 @@ def test_sessions_load_the_same_files_on_the_same_providers(predictor, models_di
         assert expected.samefile(client.model._model_path), name
 
 
-def test_deepface_itself_uses_the_resized_sessions(predictor):
-    from deepface import DeepFace
+def test_clients_are_deepfaces_own_classes_around_our_sessions(predictor):
+    """DeepFace's predict and preprocessing run unchanged; only the session is ours. Building the
+    clients must not go through DeepFace's constructor, which loads a default session first."""
+    from deepface.modules import modeling
 
     for name, client in predictor.clients.items():
-        assert DeepFace.build_model(task="facial_attribute", model_name=name) is client
-        assert client.model.get_session_options().intra_op_num_threads == THREADS
+        assert type(client) is modeling.get_model_class(task="facial_attribute", model_name=name)
+        options = client.model.get_session_options()
+        assert options.intra_op_num_threads == THREADS
+        assert not options.enable_cpu_mem_arena and not options.enable_mem_pattern, name
+        assert options.get_session_config_entry("session.disable_prepacking") == "1", name
 
 
 def test_outputs_are_identical_to_deepfaces_default_sessions(predictor, batch):
@@ -84,24 +89,22 @@ def test_outputs_are_identical_to_deepfaces_default_sessions(predictor, batch):
     finally:
         for name, client in predictor.clients.items():
             client.model = resized[name]
+    # Without prepacking the GEMM kernels sum in another order: float32 rounding (measured up to
+    # 1.2e-5 on a probability), nothing a result shows.
     for name in MODEL_FILES:
         assert ours_raw[name].shape == theirs_raw[name].shape, name
-        np.testing.assert_allclose(ours_raw[name], theirs_raw[name], rtol=1e-6, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(ours_raw[name], theirs_raw[name], rtol=1e-4, atol=1e-4, err_msg=name)
     assert len(ours) == len(theirs) == len(batch)
     for a, b in zip(ours, theirs):
         np.testing.assert_allclose([a.age, a.age_low, a.age_high, a.woman], [b.age, b.age_low, b.age_high, b.woman],
-                                   rtol=1e-6, atol=1e-6)
-        np.testing.assert_allclose(a.emotions, b.emotions, rtol=1e-6, atol=1e-6)
+                                   rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(a.emotions, b.emotions, rtol=1e-4, atol=1e-4)
 
 
 def test_default_thread_count_is_the_containers_cpus(models_dir, caplog):
     with caplog.at_level(logging.INFO, logger="faceanalysis.face_attributes.predictor"):
         predictor = Predictor(models_dir)
-    try:
-        assert predictor.threads == cpu.available_cpus()
-        assert predictor.clients["Age"].model.get_session_options().intra_op_num_threads == predictor.threads
-        records = [r for r in caplog.records if getattr(r, "fields", {}).get("threads") is not None]
-        assert records and records[-1].fields["threads"] == predictor.threads
-    finally:
-        # Leave DeepFace's shared clients as the module fixture configured them.
-        Predictor(models_dir, cpus=THREADS)
+    assert predictor.threads == cpu.available_cpus()
+    assert predictor.clients["Age"].model.get_session_options().intra_op_num_threads == predictor.threads
+    records = [r for r in caplog.records if getattr(r, "fields", {}).get("threads") is not None]
+    assert records and records[-1].fields["threads"] == predictor.threads

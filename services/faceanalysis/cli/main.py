@@ -121,14 +121,21 @@ def cmd_models(args) -> int:
     models_dir = Path(args.dir) if args.dir else settings.models_dir
     if args.action == "list":
         return models_cmd.run_list(models_dir)
+    if args.action == "quantize":
+        return models_cmd.run_quantize(models_dir, Path(args.calibration), Path(args.eval) if args.eval else None,
+                                       args.only, args.limit, progress=not args.quiet)
     mirror = args.mirror if args.mirror is not None else settings.model_mirror
     return models_cmd.run_pull(models_dir, args.only, mirror, args.force, progress=not args.quiet)
 
 
 def cmd_bench(args) -> int:
-    from faceanalysis.cli import bench
+    if args.bench_command == "batching":
+        from faceanalysis.benchmark import batching
 
-    return bench.run(args)
+        return batching.run(args)
+    from faceanalysis.benchmark import e2e
+
+    return e2e.run(args)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -183,21 +190,49 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="output")
     s.set_defaults(fn=cmd_visualize)
 
-    s = sub.add_parser("models", help="provision model files")
-    s.add_argument("action", choices=["pull", "list"])
-    s.add_argument("--only", choices=[n for n in services.SERVICES], help="only this service's models")
-    s.add_argument("--dir", help="models directory (default: FACEANALYSIS_MODELS_DIR or models/)")
-    s.add_argument("--mirror", help="directory or URL to pull from (default: FACEANALYSIS_MODEL_MIRROR)")
-    s.add_argument("--force", action="store_true", help="fetch again even if present")
-    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s = sub.add_parser("models", help="provision model files; int8 copies of the attribute models")
     s.set_defaults(fn=cmd_models)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--dir", help="models directory (default: FACEANALYSIS_MODELS_DIR or models/)")
+    common.add_argument("--quiet", action="store_true", help="no progress bars")
+    actions = s.add_subparsers(dest="action", required=True, metavar="{pull,list,quantize}")
+    a = actions.add_parser("pull", parents=[common], help="fetch and verify model files")
+    a.add_argument("--only", choices=[n for n in services.SERVICES], help="only this service's models")
+    a.add_argument("--mirror", help="directory or URL to pull from (default: FACEANALYSIS_MODEL_MIRROR)")
+    a.add_argument("--force", action="store_true", help="fetch again even if present")
+    actions.add_parser("list", parents=[common], help="model files and whether they are present")
+    a = actions.add_parser(
+        "quantize", parents=[common],
+        help="write int8 copies of the age, gender and emotion models (served with FACEANALYSIS_INT8_MODELS)",
+        description="Statically quantize the attribute models (QDQ, int8 weights per channel, uint8 "
+                    "activations), calibrated on the faces face-landmark finds in your photos, cut with "
+                    "FACEANALYSIS_FACE_MARGIN; then print how well int8 agrees with fp32.")
+    a.add_argument("--calibration", required=True, metavar="DIR", help="photos with faces to calibrate on")
+    a.add_argument("--eval", metavar="DIR", help="photos to compare fp32 and int8 on (default: --calibration)")
+    a.add_argument("--only", default="age,gender,emotion", metavar="NAMES",
+                   help="comma-separated subset of age,gender,emotion (default: all three)")
+    a.add_argument("--limit", type=int, default=100, help="at most this many calibration faces (default 100)")
 
-    s = sub.add_parser("bench", help="benchmark face-attributes batching against one-by-one inference")
-    s.add_argument("--faces", type=int, default=64)
-    s.add_argument("--batch", type=int, default=16)
-    s.add_argument("--repeats", type=int, default=3)
-    s.add_argument("--vgg", action="store_true", help="time VGG-Face-sized random-weight models (production cost)")
-    s.set_defaults(fn=cmd_bench)
+    s = sub.add_parser("bench", help="the local stack against a DeepFace.analyze + dlib loop on the same photos "
+                                     "(make bench); `bench batching`: face-attributes batching alone")
+    s.add_argument("--images", nargs="+", metavar="DIR_OR_FILES", help="photos (default: ../shared/images)")
+    s.add_argument("--rounds", type=int, default=5, help="timed rounds; each runs every arm once, order rotated")
+    s.add_argument("--concurrency", type=int, default=16, help="client threads of the second stack arm (the first: 1)")
+    s.add_argument("--json", metavar="PATH", help="also write every figure to this JSON file")
+    s.add_argument("--vgg", action="store_true", help="age and gender models with VGG-16 cost (random weights) "
+                                                      "in a temporary models folder; implies --int8")
+    s.add_argument("--int8", action=argparse.BooleanOptionalAction, default=None,
+                   help="also a stack serving int8 age and gender models (default: on with --vgg)")
+    s.add_argument("--calibration", metavar="DIR",
+                   help="photos to calibrate int8 on (default: ../shared/eval/utkface-dev)")
+    s.add_argument("--workdir", default=".cache/bench", help="the stacks' Redis data and logs, the loop's log")
+    s.set_defaults(fn=cmd_bench, bench_command=None)
+    bench_sub = s.add_subparsers(dest="bench_command", metavar="{batching}")
+    b = bench_sub.add_parser("batching", help="face-attributes batching against one-by-one inference")
+    b.add_argument("--faces", type=int, default=64)
+    b.add_argument("--batch", type=int, default=16)
+    b.add_argument("--repeats", type=int, default=3)
+    b.add_argument("--vgg", action="store_true", help="time VGG-Face-sized random-weight models (production cost)")
     return p
 
 

@@ -1,4 +1,4 @@
-"""`faceanalysis models pull|list`."""
+"""`faceanalysis models pull|list|quantize`."""
 
 from __future__ import annotations
 
@@ -32,4 +32,35 @@ def run_list(models_dir: Path) -> int:
         path = entry.location(models_dir)
         state = "present" if path.is_file() else "MISSING"
         print(f"{state:8} {entry.path:50} {entry.task:15} {','.join(entry.services):16} {entry.license}")
+    return 0
+
+
+def run_quantize(models_dir: Path, calibration: Path, eval_dir: Path | None, only: str, limit: int,
+                 progress: bool) -> int:
+    """int8 copies of the attribute models in `models_dir`, then how well they agree with fp32 on
+    the faces in `eval_dir` (default: the calibration photos)."""
+    import time
+
+    from faceanalysis.models import quantize
+
+    weights_dir = Path(models_dir) / ".deepface" / "weights"
+    eval_dir = eval_dir or calibration
+    try:
+        names = quantize.check_names(only)
+        if limit < 1:
+            raise ValueError(f"--limit must be at least 1, got {limit}")
+        start = time.perf_counter()
+        written = quantize.quantize_models(weights_dir, calibration, names=names, limit=limit, progress=progress,
+                                           models_dir=models_dir)
+        elapsed = time.perf_counter() - start
+        for name, path in written.items():
+            print(f"wrote {path}  ({path.stat().st_size / 1e6:.1f} MB, {name})")
+        print(f"quantized {', '.join(written)} in {elapsed:.1f} s")
+        result = quantize.agreement(weights_dir, eval_dir, names=names, progress=progress, models_dir=models_dir)
+    except (models.ModelMissing, quantize.QuantizeError, ValueError) as err:
+        print(f"models quantize failed:\n  {err}", file=sys.stderr)
+        return 1
+    print(f"\nfp32 vs int8 on the faces in {eval_dir}:")
+    print(quantize.format_agreement(result))
+    print(f"\nto serve them: FACEANALYSIS_INT8_MODELS={','.join(written)}")
     return 0

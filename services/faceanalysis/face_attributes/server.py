@@ -46,7 +46,8 @@ class FaceAttributesServicer(face_attributes_pb2_grpc.FaceAttributesServicer):
 
     def load(self) -> None:
         try:
-            self.predictor = Predictor(self.settings.models_dir, cpus=cpu.available_cpus(self.settings.cpu_limit))
+            self.predictor = Predictor(self.settings.models_dir, cpus=cpu.available_cpus(self.settings.cpu_limit),
+                                       int8_models=self.settings.int8_models)
         except models.ModelMissing as err:
             raise NotReady(str(err)) from None
         # Warm-up: one real inference of every model.

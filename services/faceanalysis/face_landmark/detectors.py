@@ -27,32 +27,81 @@ class Detection:
 
 
 class YuNetDetector:
+    """YuNet at the cost a photo needs: one pass over a downscaled copy sized for the smallest face
+    that must be found, a finer look only where that pass saw a face too small to be sure of, and a
+    coarser pyramid for faces too large for YuNet's anchors. Boxes come back in the coordinates of
+    the image given (only detection is downscaled; landmarks and crops use the full image)."""
+
     name = "yunet"
 
-    def __init__(self, model_path: Path, threshold: float):
-        self.model_file = Path(model_path).name
-        # Input size is set per image: the model has symbolic height and width.
-        self.model = cv2.FaceDetectorYN.create(str(model_path), "", (320, 320), threshold, 0.3, 5000)
-
     # YuNet's anchors cover faces up to about 256 pixels, so larger faces (a close portrait in a
-    # 20 MP photo) are missed at native size. We search a pyramid of halvings down to COARSE_SIDE;
-    # a coarser level adds only faces too big for the finer one (>= LARGE_FACE there).
+    # 20 MP photo) are missed at the working scale. We search a pyramid of halvings of it down to
+    # COARSE_SIDE; a coarser level adds only faces too big for the finer one (>= LARGE_FACE there).
     LARGE_FACE = 256
     COARSE_SIDE = 640
+    # YuNet still boxes faces up to about 448 px well (17 portraits scaled so the face was 448 px
+    # tall: IoU with their 160 px box >= 0.82), worse beyond (512 px: median 0.87, min 0.76; 640 px:
+    # scores under 0.9). A coarser level's box replaces a finer one this large.
+    DISTORTED_FACE = 448
     # One pass sees at most TILE x TILE pixels: YuNet's feature maps grow with its input (a
     # 40 MP frame took over 2 GB), so large levels are searched in overlapping tiles. The overlap
     # is LARGE_FACE, so every face this level can find lies whole inside some tile.
     TILE = 1280
-    # No face fits in fewer rows or columns than this; thinner levels are skipped.
-    MIN_SIDE = 32
+    # YuNet is given no fewer rows or columns than this: no face fits in fewer, and on inputs 32 px
+    # (or less) high or wide it returns rubbish scored 1.0 (boxes thousands of pixels outside a
+    # blank 32x151 input). Thinner images, levels and tiles are skipped.
+    MIN_SIDE = 33
+    # How small a face YuNet can see, measured on 17 single-face photos shrunk onto a grey canvas
+    # (box width at YuNet's input): at the usual 0.9 threshold it finds all of them at 28 px,
+    # 15 at 24 px, 4 at 16 px and none at 14 px; but at 12 px every one still scores >= 0.55.
+    # So the first pass keeps candidates down to PROBE_THRESHOLD and re-checks them on the
+    # full-resolution pixels. With that, detect() found the 17 faces pasted 16 times each into a
+    # 4000x3000 frame (working scale 0.32) 272/272 times at 14 px wide there, 271/272 at 12 px,
+    # 215/272 at 10 px: a face PROBE_FACE px wide at the working scale is found.
+    PROBE_FACE = 14
+    PROBE_THRESHOLD = 0.3
+    # Which candidates are worth a re-check: those narrower than RECHECK_BELOW at the working
+    # scale (wider ones were big enough for YuNet to judge), and near misses (within NEAR_MISS of
+    # the threshold) of any size: downscaling moves YuNet's scores by a few hundredths either way
+    # (VOC faces upscaled 4x: 0.913 at full size, 0.876 at 0.64), so a face that full resolution
+    # passes can fall just short. A re-check looks at a window three boxes wide around the
+    # candidate at full resolution, or shrunk so that the face is RECHECK_FACE px wide (well inside
+    # the anchors' reach), and has the last word. Windows are small: on the shared photos a re-check
+    # is rare (0-7 per photo), on 4000x3000 group shots of 100+ small faces about one per face.
+    RECHECK_BELOW = 56
+    NEAR_MISS = 0.1
+    RECHECK_FACE = 160
+    # Detections overlapping an earlier one by this much are the same face.
+    SAME_FACE_IOU = 0.3
 
-    def _run(self, bgr: np.ndarray, scale: float, offset: tuple[int, int] = (0, 0)) -> list[Detection]:
+    def __init__(self, model_path: Path, threshold: float, max_side: int = 1280, min_face: int = 48):
+        self.model_file = Path(model_path).name
+        self.threshold = threshold
+        self.max_side = max_side
+        self.min_face = min_face
+        # Input size is set per image: the model has symbolic height and width.
+        self.model = cv2.FaceDetectorYN.create(str(model_path), "", (320, 320), threshold, 0.3, 5000)
+
+    def working_scale(self, height: int, width: int) -> float:
+        """Scale of the first pass: the longest side down to `max_side`, unless `min_face` needs
+        more pixels (a face that small must still be PROBE_FACE px wide) or the image is a strip
+        that would be left too thin to hold a face (MIN_SIDE rows); never upscaled."""
+        return min(1.0, max(self.max_side / max(height, width), self.PROBE_FACE / self.min_face,
+                            self.MIN_SIDE / min(height, width)))
+
+    def _run(self, bgr: np.ndarray, scale: float, offset: tuple[float, float] = (0, 0)) -> list[Detection]:
         height, width = bgr.shape[:2]
         self.model.setInputSize((width, height))
         _, faces = self.model.detect(bgr)
         ox, oy = offset
         found = []
         for row in faces if faces is not None else ():
+            # Rubbish rows (see MIN_SIDE) have infinite or empty boxes far outside the input: only
+            # boxes with a size that touch the input count.
+            x, y, w, h = (float(c) for c in row[:4])
+            if not (np.isfinite(row).all() and w > 1 and h > 1 and x < width and y < height
+                    and x + w > 0 and y + h > 0):
+                continue
             v = [float(c) for c in row[:8]]
             v[0::2] = [(c + ox) / scale for c in v[0::2]]
             v[1::2] = [(c + oy) / scale for c in v[1::2]]
@@ -69,7 +118,7 @@ class YuNetDetector:
         if max(height, width) <= self.TILE:
             return self._run(bgr, scale)
         step = self.TILE - self.LARGE_FACE
-        found: list[Detection] = []
+        whole: list[Detection] = []
         for y0 in range(0, max(1, height - self.LARGE_FACE), step):
             for x0 in range(0, max(1, width - self.LARGE_FACE), step):
                 tile = np.ascontiguousarray(bgr[y0:y0 + self.TILE, x0:x0 + self.TILE])
@@ -82,25 +131,73 @@ class YuNetDetector:
                     w, h = det.width * scale, det.height * scale
                     cut = ((x0 > 0 and x < 2) or (y0 > 0 and y < 2)
                            or (x0 + tw < width and x + w > tw - 2) or (y0 + th < height and y + h > th - 2))
-                    if not cut and all(iou(det, f) < 0.3 for f in found):
-                        found.append(det)
+                    if not cut:
+                        whole.append(det)
+        # A face in the overlap of two tiles is seen twice: keep the better-scored sighting.
+        found: list[Detection] = []
+        for det in sorted(whole, key=lambda d: -d.score):
+            if all(iou(det, f) < self.SAME_FACE_IOU for f in found):
+                found.append(det)
         return found
 
+    def _recheck(self, bgr: np.ndarray, candidate: Detection) -> Detection | None:
+        """The candidate's face, looked for again in a window around it at a finer scale."""
+        height, width = bgr.shape[:2]
+        w, h = candidate.width, candidate.height
+        x0, y0 = max(0, int(candidate.x - w)), max(0, int(candidate.y - h))
+        x1, y1 = min(width, int(candidate.x + 2 * w) + 1), min(height, int(candidate.y + 2 * h) + 1)
+        scale = min(1.0, self.RECHECK_FACE / max(w, 1.0))
+        window = bgr[y0:y1, x0:x1]
+        if scale < 1:
+            window = cv2.resize(window, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        if min(window.shape[:2]) < self.MIN_SIDE:
+            return None
+        same = [d for d in self._run(np.ascontiguousarray(window), scale, (x0 * scale, y0 * scale))
+                if iou(d, candidate) >= self.SAME_FACE_IOU]
+        return max(same, key=lambda d: d.score, default=None)
+
     def detect(self, bgr: np.ndarray) -> list[Detection]:
-        found = self._level(bgr, 1.0)
-        longest = max(bgr.shape[:2])
-        coarsest = self.COARSE_SIDE / longest
-        scale = 1.0
-        while scale > coarsest:
-            scale = max(scale / 2, coarsest)
-            if min(bgr.shape[:2]) * scale < self.MIN_SIDE:
+        height, width = bgr.shape[:2]
+        if min(height, width) < self.MIN_SIDE:  # no face fits, at any scale YuNet is given
+            return []
+        scale = self.working_scale(height, width)
+        work = bgr if scale == 1 else cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        # At full resolution there is nothing finer to re-check with: no candidates then.
+        probe = min(self.PROBE_THRESHOLD, self.threshold) if scale < 1 else self.threshold
+        self.model.setScoreThreshold(probe)
+        try:
+            seen = self._level(work, scale)
+        finally:
+            self.model.setScoreThreshold(self.threshold)
+        found: list[Detection] = []
+        for det in sorted(seen, key=lambda d: -d.score):
+            face: Detection | None = det
+            if det.score < self.threshold:  # a candidate: the re-check decides
+                small = det.width * scale < self.RECHECK_BELOW
+                near = det.score >= self.threshold - self.NEAR_MISS
+                if not (small or near) or any(iou(det, f) >= self.SAME_FACE_IOU for f in found):
+                    continue
+                face = self._recheck(bgr, det)
+            if face is not None and all(iou(face, f) < self.SAME_FACE_IOU for f in found):
+                found.append(face)
+        # The pyramid for faces too large for YuNet at the working scale.
+        coarsest = self.COARSE_SIDE / max(height, width)
+        level = scale
+        while level > coarsest:
+            level = max(level / 2, coarsest)
+            if min(height, width) * level < self.MIN_SIDE:
                 break
-            small = cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-            for det in self._level(small, scale):
+            coarse = cv2.resize(work, None, fx=level / scale, fy=level / scale, interpolation=cv2.INTER_AREA)
+            finer_scale = min(scale, 2 * level)
+            for det in self._level(coarse, level):
                 # Size this face had one level finer: only faces that level could not see are new.
-                finer = max(det.width, det.height) * min(1.0, 2 * scale)
-                if finer >= self.LARGE_FACE and all(iou(det, f) < 0.3 for f in found):
-                    found.append(det)
+                if max(det.width, det.height) * finer_scale < self.LARGE_FACE:
+                    continue
+                same = [f for f in found if iou(det, f) >= self.SAME_FACE_IOU]
+                # A face far beyond the anchors may still come back from a finer level, squashed
+                # (couple.jpg at 0.70: 417x758 px for a 597x827 face); this level's box replaces it.
+                if all(max(f.width, f.height) * finer_scale >= self.DISTORTED_FACE for f in same):
+                    found = [f for f in found if f not in same] + [det]
         return found
 
 

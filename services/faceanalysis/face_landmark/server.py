@@ -10,7 +10,7 @@ import numpy as np
 
 from faceanalysis import models
 from faceanalysis.face_landmark.landmarker import Landmarker
-from faceanalysis.runtime import config, imagecodec, memory, rawimage, services, timing
+from faceanalysis.runtime import config, cpu, imagecodec, memory, rawimage, services, timing
 from faceanalysis.runtime.logging import log as log_fields
 from faceanalysis.runtime.server import NotReady, ServiceApp
 from faceanalysis.runtime.work import Admission, Overloaded, abort_overloaded
@@ -38,9 +38,15 @@ class FaceLandmarkServicer(face_landmark_pb2_grpc.FaceLandmarkServicer):
         self.landmarker: Landmarker | None = None
 
     def load(self) -> None:
+        # OpenCV sizes its thread pool by the node's cores; a pod limited to 2 CPUs on a 64-core
+        # node would run 64 threads that the CFS quota throttles. Size it to this container's
+        # CPUs, not to 1: on 2 CPUs, the 32 shared photos took 1.58 s either way with 4 images in
+        # flight, but 2.05 s instead of 3.07 s one image at a time.
+        cv2.setNumThreads(cpu.available_cpus(self.settings.cpu_limit))
         try:
             self.landmarker = Landmarker(self.settings.models_dir, self.settings.detector,
-                                         self.settings.detection_threshold, self.settings.crop_size)
+                                         self.settings.detection_threshold, self.settings.crop_size,
+                                         self.settings.detection_max_side, self.settings.detection_min_face)
         except models.ModelMissing as err:
             raise NotReady(str(err)) from None
         # Warm-up: one real detection on a blank frame proves the models run.
