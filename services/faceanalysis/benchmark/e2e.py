@@ -50,6 +50,7 @@ import numpy as np
 from tqdm import tqdm
 
 from faceanalysis import models
+from faceanalysis.face_landmark.detectors import box_iou
 from faceanalysis.runtime import services
 from faceanalysis.v1 import common_pb2
 
@@ -441,19 +442,9 @@ def quantize(weights_dir: Path, calibration: Path, names=INT8_MODELS) -> None:
 
 
 # --- agreement --------------------------------------------------------------------------------
-def iou(a, b) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    w = min(ax + aw, bx + bw) - max(ax, bx)
-    h = min(ay + ah, by + bh) - max(ay, by)
-    inter = max(0, w) * max(0, h)
-    union = aw * ah + bw * bh - inter
-    return inter / union if union > 0 else 0.0
-
-
 def match(loop_faces: list[dict], stack_faces: list[dict]) -> list[tuple[int, int, float]]:
     """Pairs (loop index, stack index, IoU) with IoU >= IOU_MATCH, best first, each face used once."""
-    pairs = sorted(((iou(a["box"], b["box"]), i, j) for i, a in enumerate(loop_faces)
+    pairs = sorted(((box_iou(a["box"], b["box"]), i, j) for i, a in enumerate(loop_faces)
                     for j, b in enumerate(stack_faces)), reverse=True)
     used_a, used_b, out = set(), set(), []
     for score, i, j in pairs:

@@ -202,10 +202,15 @@ class YuNetDetector:
 
 
 def iou(a: Detection, b: Detection) -> float:
-    x0, y0 = max(a.x, b.x), max(a.y, b.y)
-    x1, y1 = min(a.x + a.width, b.x + b.width), min(a.y + a.height, b.y + b.height)
-    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
-    union = a.width * a.height + b.width * b.height - inter
+    return box_iou((a.x, a.y, a.width, a.height), (b.x, b.y, b.width, b.height))
+
+
+def box_iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    """Intersection over union of two (x, y, width, height) boxes."""
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    inter = max(0.0, min(ax + aw, bx + bw) - max(ax, bx)) * max(0.0, min(ay + ah, by + bh) - max(ay, by))
+    union = aw * ah + bw * bh - inter
     return inter / union if union > 0 else 0.0
 
 

@@ -34,7 +34,6 @@ INT8_SUFFIX = ".int8.onnx"
 NAMES = ("age", "gender", "emotion")
 # Model name here -> name in predictor.MODEL_FILES and DeepFace.
 _DEEPFACE_NAMES = {"age": "Age", "gender": "Gender", "emotion": "Emotion"}
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 # Photos whose longest side is below this are padded (black, as the aligned crop's own border) onto
 # a canvas twice their size before detection: a tight face chip fills the frame, and YuNet finds no
 # face that touches every edge. Larger photos with no face found get the same second try.
@@ -94,6 +93,8 @@ def _progress(progress: bool, **kwargs):
 
 
 def image_files(folder: Path) -> list[Path]:
+    from faceanalysis.cli.analyze import IMAGE_SUFFIXES  # what `faceanalysis analyze` reads
+
     folder = Path(folder)
     if not folder.is_dir():
         raise QuantizeError(f"{folder} is not a folder of photos")

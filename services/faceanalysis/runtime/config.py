@@ -112,13 +112,9 @@ class Settings(BaseSettings):
     @field_validator("int8_models")
     @classmethod
     def _known_attribute_models(cls, value: str) -> str:
-        known = ("age", "gender", "emotion")
-        wanted = {item.strip().lower() for item in value.split(",") if item.strip()}
-        unknown = sorted(wanted - set(known))
-        if unknown:
-            raise ValueError(f"unknown attribute model(s) {', '.join(unknown)}; use a comma-separated "
-                             f"subset of {', '.join(known)}")
-        return ",".join(name for name in known if name in wanted)
+        from faceanalysis.models.quantize import check_names  # the one list of attribute models
+
+        return ",".join(check_names(value)) if value.replace(",", "").strip() else ""
 
     # --- data-storage ---------------------------------------------------------------------------
     redis_url: str = "redis://localhost:6379/0"
