@@ -24,7 +24,7 @@ FACE_COUNTS = {
 # Real faces beyond the count above that the detector may or may not report: in
 # test_obama_and_biden.jpg a girl at the right edge, looking down, whom YuNet scores right at its
 # 0.9 threshold (0.898 on the full 2000 px photo, 0.90-0.92 at every scale from 0.3 to 0.9 and
-# in a full-size window around her), so the 1280 px detection pass reports her.
+# in a full-size window around her), so a downscaled detection pass reports her.
 BORDERLINE = {"face_recognition/test_obama_and_biden.jpg": 1}
 W, M = common_pb2.GENDER_WOMAN, common_pb2.GENDER_MAN
 # Genders by face, left to right (shared/images/README.md).

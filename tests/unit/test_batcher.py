@@ -93,15 +93,17 @@ def test_batches_respect_max_size_and_never_split_a_call():
     assert all(size % 2 == 0 for size in recorder.sizes)
 
 
-def test_a_call_larger_than_max_size_gets_a_batch_of_its_own():
+def test_a_call_larger_than_max_size_runs_alone_in_pieces_of_max_size():
+    # A group photo's faces are not merged with other calls, and the models never see more
+    # than max_size faces at once: that bounds the activations, and so the pod's peak memory.
     recorder = Recorder()
     recorder.gate.set()
     batcher = Batcher(recorder, max_size=4, wait_ms=0, max_queued_faces=100)
     try:
-        assert batcher.submit(faces(0, 7)).result(5) == [float(i) for i in range(7)]
+        assert batcher.submit(faces(0, 11)).result(5) == [float(i) for i in range(11)]
     finally:
         batcher.close()
-    assert recorder.sizes == [7]
+    assert recorder.sizes == [4, 4, 3]
 
 
 def test_a_failing_batch_fails_its_calls_and_the_worker_lives_on():

@@ -46,12 +46,12 @@ PLACES = [(40, 40), (1987, 1433), (3840, 2880), (1234, 2222), (3001, 517)]
 @pytest.mark.parametrize("at", PLACES)
 def test_small_face_in_large_frame_found_in_place(models_dir, small_obama, at):
     """A face the default detection_min_face (48 px) must find, in a 12 MP frame that YuNet
-    first sees at 0.32 (the face is 16 px there, too small for YuNet to be sure of): found, with its
-    box in the canvas's own pixels."""
+    first sees at 14/48 = 0.29, the scale detection_min_face asks for (the face is 15 px there, too
+    small for YuNet to be sure of): found, with its box in the canvas's own pixels."""
     photo, face = small_obama
     canvas, expected = paste(photo, face, 50, at)
     yunet = detector(models_dir)
-    assert yunet.working_scale(*CANVAS) == pytest.approx(0.32)
+    assert yunet.working_scale(*CANVAS) == pytest.approx(14 / 48)
     (found,) = yunet.detect(canvas)
     assert iou(found, expected) > 0.6, (found, expected)
     assert abs(found.x + found.width / 2 - (expected.x + expected.width / 2)) < 0.15 * expected.width
@@ -72,7 +72,7 @@ def test_small_face_landmarks_and_crop_in_original_pixels(models_dir, small_obam
 
 
 def test_faces_below_the_limit_are_not_promised(models_dir, small_obama):
-    """A 30 px face is under detection_min_face: at the default 1280 px pass (9.6 px there) YuNet
+    """A 30 px face is under detection_min_face: at the default first pass (14/48: 8.8 px there) YuNet
     cannot see it, and no full-resolution search is made for it."""
     photo, face = small_obama
     canvas, expected = paste(photo, face, 30, (1987, 1433))
@@ -121,7 +121,7 @@ def test_face_filling_a_large_frame(models_dir):
 
 
 def test_downscaled_boxes_agree_with_full_resolution(models_dir):
-    """Boxes from the 1280 px pass match full-resolution ones on the big shared photos."""
+    """Boxes from the default 640 px pass match full-resolution ones on the big shared photos."""
     full, default = detector(models_dir, max_side=100_000, min_face=1), detector(models_dir)
     overlaps = []
     for name in ["deepface/couple.jpg", "dlib/bald_guys.jpg", "face_recognition/test_obama_and_biden.jpg",

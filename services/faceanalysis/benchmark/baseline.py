@@ -27,7 +27,7 @@ a box of the grown size around the rotated centre. So margin m is expand_percent
 both feed the models the same face context for the same detected box. (The boxes themselves
 differ: DeepFace pads the photo with a black border half its size on every side and its YuNet
 wrapper shrinks that to at most 640 px, so it sees the photo at no more than 320 px and misses
-small faces that face-landmark, at up to 1280 px, finds.) DeepFace reports the grown box as the
+small faces that face-landmark, at 640 px or more, finds.) DeepFace reports the grown box as the
 face's region; `face_box` shrinks it back to the detected box, which is what dlib is given and
 what is compared with the stack's boxes.
 """

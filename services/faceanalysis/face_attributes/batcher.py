@@ -3,8 +3,11 @@
 A call submits its faces and gets a `concurrent.futures.Future`. One worker thread forms
 batches: when the oldest waiting call is there, it waits up to `wait_ms` for more calls while
 the queue holds fewer than `max_size` faces, then takes calls from the front while they fit in
-`max_size` faces, runs the models once and hands each call its slice. A call is never split,
-so its faces always share a batch (a call larger than `max_size` gets a batch of its own).
+`max_size` faces, runs the models once and hands each call its slice. Calls are never split
+across batches; a call larger than `max_size` gets a batch of its own, which the models see in
+pieces of at most `max_size` faces, one after the other: a model's activations grow with the
+faces it runs at once (VGG-16 age and gender: 1.38 GB peak RSS at 4 faces, 2.1 GB at 32), so a
+group photo must not be allowed to set the pod's memory peak.
 
 Load shedding:
 - At most `max_queued_faces` faces wait (submitted, not yet taken into a running batch).
@@ -225,7 +228,9 @@ class Batcher:
             inputs = batch[0].faces if len(batch) == 1 else np.concatenate([e.faces for e in batch])
             for entry in batch:
                 entry.faces = None
-            results = self._predict(inputs)
+            results = []
+            for start in range(0, len(inputs), self.max_size):
+                results.extend(self._predict(inputs[start : start + self.max_size]))
             del inputs
             if len(results) != sum(e.n for e in batch):
                 raise RuntimeError(f"the models returned {len(results)} results for {sum(e.n for e in batch)} faces")

@@ -74,7 +74,7 @@ class YuNetDetector:
     # Detections overlapping an earlier one by this much are the same face.
     SAME_FACE_IOU = 0.3
 
-    def __init__(self, model_path: Path, threshold: float, max_side: int = 1280, min_face: int = 48):
+    def __init__(self, model_path: Path, threshold: float, max_side: int = 640, min_face: int = 48):
         self.model_file = Path(model_path).name
         self.threshold = threshold
         self.max_side = max_side

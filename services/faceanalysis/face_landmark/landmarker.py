@@ -37,7 +37,7 @@ class FaceFound:
 
 class Landmarker:
     def __init__(self, models_dir: Path, detector: str = "yunet", threshold: float = 0.9, crop_size: int = 448,
-                 detection_max_side: int = 1280, detection_min_face: int = 48):
+                 detection_max_side: int = 640, detection_min_face: int = 48):
         # detection_max_side and detection_min_face (see runtime/config.py) size YuNet's input;
         # the Haar and HOG detectors always search the full image.
         if detector == "yunet":

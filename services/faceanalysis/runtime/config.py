@@ -76,20 +76,22 @@ class Settings(BaseSettings):
     crop_size: int = Field(448, ge=64, le=2048, description="longest side of the aligned crop sent to face-attributes")
     # YuNet is most of face-landmark's CPU time and grows with the pixels it is given, so it
     # searches a downscaled copy (boxes and landmarks stay in the original's pixels; landmarks and
-    # crops use the full image). On the 32 shared photos 1280 px found every face that full
-    # resolution found, with detection 1.9-2.0x faster; photos up to 1280 px are searched as
-    # before, and landmarks moved less than shifting a photo by 5 px moves them (90th percentile
-    # 0.019 vs 0.043 of the eye distance). 960 px (2.6x) and 640 px (5.8x) also kept every face but
-    # moved a profile face's landmarks in t1.jpg by 0.09 and 0.17 of the eye distance.
+    # crops use the full image). 640 px is the size DeepFace's own YuNet wrapper uses. On the 32
+    # shared photos it found the same faces, photo by photo, as 1280 px and full resolution, at
+    # 3.3x less detection CPU than 1280 px (24 vs 78 ms per photo, one thread); dlib's landmarks
+    # moved by a median 0.010 and a 90th percentile 0.017 of the eye distance from full resolution
+    # (1280 px: 0.000 and 0.017), the most on a profile face in t1.jpg (0.16 of its narrow eye
+    # distance: 2 px on a 99 px face). Photos larger than 640 / (14 / detection_min_face) px are
+    # searched at the scale detection_min_face needs instead (2194 px for 48).
     detection_max_side: int = Field(
-        1280, ge=320, le=65536, description="YuNet's first pass sees the image with its longest side "
+        640, ge=320, le=65536, description="YuNet's first pass sees the image with its longest side "
         "shrunk to this many pixels (never enlarged) unless detection_min_face needs more; faces too "
         "large for YuNet there are found in a pyramid of coarser copies, and faces too small for it to "
         "be sure of are looked at again at full resolution")
     # YuNet, with its re-check, finds a face 14 px wide at the scale it searches, so the first pass
-    # uses at least 14/detection_min_face of the original's pixels per side. 48 keeps 12 MP
-    # (4000x3000) photos at 1280 px and searches 24 MP ones at 1750 px (40 would need 1400 px,
-    # in tiles, for every 12 MP photo).
+    # uses at least 14/detection_min_face of the original's pixels per side. 48 searches 12 MP
+    # (4000x3000) photos at 1167 px and 24 MP ones at 1750 px (40 would need 1400 px, in tiles,
+    # for every 12 MP photo).
     detection_min_face: int = Field(
         48, ge=1, le=4096, description="width in original-image pixels of the smallest face that must be "
         "found in any image: where detection_max_side would leave such a face under 14 px for YuNet, the "
