@@ -50,8 +50,10 @@ class FaceAttributesServicer(face_attributes_pb2_grpc.FaceAttributesServicer):
                                        int8_models=self.settings.int8_models)
         except models.ModelMissing as err:
             raise NotReady(str(err)) from None
-        # Warm-up: one real inference of every model.
-        self.predictor.predict(np.zeros((1, *INPUT_SIZE, 3), dtype=np.float32))
+        # Warm-up: a real inference of every model, at one face and at a full batch, the two shapes
+        # most batches have (a call is never run in pieces larger than batch_max_size).
+        for size in sorted({1, self.settings.batch_max_size}):
+            self.predictor.predict(np.zeros((size, *INPUT_SIZE, 3), dtype=np.float32))
         self.batcher = Batcher(self.predictor.predict, self.settings.batch_max_size, self.settings.batch_wait_ms,
                                self.settings.batch_queue_max_faces)
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from faceanalysis import models
 from faceanalysis.face_landmark.landmarker import Landmarker
-from faceanalysis.runtime import config, cpu, imagecodec, memory, rawimage, services, timing
+from faceanalysis.runtime import config, cpu, imagecodec, memory, rawimage, services, timing, work
 from faceanalysis.runtime.logging import log as log_fields
 from faceanalysis.runtime.server import NotReady, ServiceApp
 from faceanalysis.runtime.work import Admission, Overloaded, abort_overloaded
@@ -34,7 +34,8 @@ class FaceLandmarkServicer(face_landmark_pb2_grpc.FaceLandmarkServicer):
     def __init__(self, settings: config.Settings):
         self.settings = settings
         self.limits = imagecodec.Limits.from_settings(settings)
-        self.admission = Admission(services.FACE_LANDMARK.name, settings.max_concurrent_images)
+        self.admission = Admission(services.FACE_LANDMARK.name, settings.max_concurrent_images,
+                                   queue=settings.admission_queue, wait_seconds=settings.admission_wait_seconds)
         self.landmarker: Landmarker | None = None
 
     def load(self) -> None:
@@ -51,6 +52,10 @@ class FaceLandmarkServicer(face_landmark_pb2_grpc.FaceLandmarkServicer):
             raise NotReady(str(err)) from None
         # Warm-up: one real detection on a blank frame proves the models run.
         self.landmarker.analyze(np.zeros((240, 320, 3), dtype=np.uint8))
+
+    def warm_thread(self) -> None:
+        """This worker thread's own YuNet, built and run once at the size most photos are searched at."""
+        self.landmarker.analyze(np.zeros((480, self.settings.detection_max_side, 3), dtype=np.uint8))
 
     def _detect(self, data: bytes) -> tuple[face_landmark_pb2.DetectFacesResponse, tuple[int, int]]:
         """Blocking: decode, detect, build the answer. The pixels die with this frame."""
@@ -80,7 +85,8 @@ class FaceLandmarkServicer(face_landmark_pb2_grpc.FaceLandmarkServicer):
         if self.landmarker is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "face-landmark is still loading its models")
         try:
-            response, (width, height) = await self.admission.run(self._detect, request.image)
+            response, (width, height) = await self.admission.run(self._detect, request.image,
+                                                                 deadline=work.deadline(context))
         except Overloaded as err:
             await abort_overloaded(context, err)
         except imagecodec.InputError as err:
@@ -95,6 +101,7 @@ def build(settings: config.Settings) -> ServiceApp:
         spec=services.FACE_LANDMARK,
         register=lambda server: face_landmark_pb2_grpc.add_FaceLandmarkServicer_to_server(servicer, server),
         load=servicer.load,
+        warm_thread=servicer.warm_thread,
         reflected=(services.FACE_LANDMARK.grpc_service,),
         max_message_bytes=settings.image_message_bytes,
     )

@@ -29,7 +29,8 @@ def _deadline(context) -> float | None:
 class FaceAnalysisServicer(image_input_pb2_grpc.FaceAnalysisServicer):
     def __init__(self, settings: config.Settings, pipeline: Pipeline):
         self.settings, self.pipeline = settings, pipeline
-        self.admission = Admission(services.IMAGE_INPUT.name, settings.max_concurrent_images)
+        self.admission = Admission(services.IMAGE_INPUT.name, settings.max_concurrent_images,
+                                   queue=settings.admission_queue, wait_seconds=settings.admission_wait_seconds)
         self.draining = asyncio.Event()
 
     async def drain(self) -> None:
@@ -37,7 +38,7 @@ class FaceAnalysisServicer(image_input_pb2_grpc.FaceAnalysisServicer):
 
     async def _analyze(self, request, deadline: float | None):
         """One admitted image. Raises Overloaded, imagecodec.InputError or PeerError."""
-        with self.admission.admit():
+        async with self.admission.admitted(deadline=deadline):
             return await self.pipeline.analyze(request.image, request.options, deadline)
 
     async def AnalyzeImage(self, request, context):

@@ -32,6 +32,18 @@ class Settings(BaseSettings):
         8, ge=1, description="images a pod works on at once (image-input: in the pipeline; face-landmark: "
         "decoding and detecting); beyond it calls get RESOURCE_EXHAUSTED at once. The chart derives it "
         "from the memory limit")
+    # A short line in front of that cap (runtime/work.py says why): at most this many calls wait for
+    # a free slot, first come first served, each for at most admission_wait_seconds and never past
+    # its deadline. A waiting call holds only its request (the upload, read before it could be
+    # refused anyway). 0: refuse at once, as before.
+    admission_queue: int = Field(
+        8, ge=0, description="calls that may wait for a free slot beyond max_concurrent_images "
+        "(image-input and face-landmark); beyond it, RESOURCE_EXHAUSTED at once")
+    admission_wait_seconds: float = Field(
+        5.0, ge=0, description="longest wait in that line before RESOURCE_EXHAUSTED")
+    cpu_limit: float | None = Field(
+        None, gt=0, description="CPUs this container may use (Kubernetes downward API, limits.cpu); "
+        "default: the cgroup quota, else the CPUs the process may run on")
     cpu_limit: float | None = Field(
         None, gt=0, description="CPUs this container may use (Kubernetes downward API, limits.cpu); "
         "default: the cgroup quota, else the CPUs the process may run on")

@@ -41,9 +41,14 @@ WORK_CAPACITY = Gauge(
     "Most work items a pod admits at once; beyond it calls get RESOURCE_EXHAUSTED.",
     ["service"],
 )
+WORK_QUEUED = Gauge(
+    "faceanalysis_work_queued",
+    "Calls waiting for a free admission slot (see FACEANALYSIS_ADMISSION_QUEUE).",
+    ["service"],
+)
 ADMISSION_REJECTIONS = Counter(
     "faceanalysis_admission_rejections_total",
-    "Work refused with RESOURCE_EXHAUSTED because the pod was at capacity.",
+    "Work refused with RESOURCE_EXHAUSTED because the pod was at capacity and its queue full or too slow.",
     ["service"],
 )
 PEER_RETRIES = Counter(
