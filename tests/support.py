@@ -13,8 +13,20 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FACEANALYSIS_SHARED", ROOT.parent / "shared"))
 IMAGES = SHARED / "images"
 MIRROR = Path(os.environ.get("FACEANALYSIS_MODEL_MIRROR", SHARED / "models")).resolve()
-# The stand-in DeepFace models want a wide crop (see shared/models/README.md).
-TEST_MARGIN = "0.4"
+# The stand-in DeepFace models want a wide crop (see shared/models/README.md), and say so themselves:
+# the manifest knows them by sha256 (face_margin 0.4), so no test sets FACEANALYSIS_FACE_MARGIN;
+# tests that need the margin read it from the models (`model_margin`).
+
+
+def model_margin(models_dir: Path) -> float:
+    """The one face margin the attribute models in `models_dir` want, from their metadata (as
+    face-attributes reads it)."""
+    from faceanalysis.face_attributes.predictor import MODEL_FILES, fp32_provenance
+
+    weights = Path(models_dir) / ".deepface" / "weights"
+    margins = {fp32_provenance(weights, name).face_margin for name in MODEL_FILES}
+    assert len(margins) == 1, f"the attribute models want different margins: {margins}"
+    return margins.pop()
 
 
 def alive(pid: int) -> bool:
@@ -24,6 +36,24 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def start_image_input(local_stack, workdir: Path, **env):
+    """Starts one more image-input process wired to `local_stack`'s peers (so the same Redis and
+    archive), with its own settings (`FACEANALYSIS_X="1"`), and waits until it is SERVING.
+    Returns its LocalStack; the caller stops it."""
+    from faceanalysis.cli.stack import LocalStack
+
+    stack = LocalStack(models_dir=local_stack.models_dir, archive_dir=local_stack.archive_dir, workdir=workdir,
+                       random_ports=True, extra_env={"image-input": env})
+    stack.grpc_ports.update({n: p for n, p in local_stack.grpc_ports.items() if n != "image-input"})
+    stack.start_service("image-input")
+    try:
+        stack.wait_serving(["image-input"], timeout=30)
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
 
 
 def image(relative: str) -> Path:

@@ -24,7 +24,20 @@ VARIANTS: dict[str, dict] = {
     "default": {},
     "autoscaling-off": {s: {"autoscaling": {"enabled": False}} for s in SERVICES},
     "custom-metric": {s: {"autoscaling": {"inFlight": {"enabled": True}}} for s in SERVICES},
-    "tls": {"image-input": {"ingress": {"tls": {"enabled": True, "secretName": "faceanalysis-tls"}}}},
+    # The edge: the Ingress instead of the Gateway (TLS at the Ingress); a shared Gateway of the
+    # platform team; the Gateway's certificate from cert-manager; both edges with TLS everywhere.
+    "ingress": {"image-input": {"gateway": {"enabled": False},
+                                "ingress": {"enabled": True, "tls": {"enabled": True, "secretName": "faceanalysis-tls"}}}},
+    "existing-gateway": {"image-input": {"gateway": {
+        "parentRef": {"name": "shared", "namespace": "gateways", "sectionName": "grpc"},
+        "create": {"enabled": False}, "envoyGateway": {"enabled": False}}}},
+    "gateway-cert-manager": {"image-input": {"gateway": {"hostnames": ["faces.example.com"], "create": {
+        "hostname": "faces.example.com",
+        "tls": {"certManager": {"issuerRef": {"name": "letsencrypt", "kind": "ClusterIssuer"}}}}}}},
+    "internal-tls": {"global": {"tls": {"enabled": True}}, "image-input": {"ingress": {"enabled": True}}},
+    # API keys from your Secret, or off.
+    "existing-api-keys": {"image-input": {"auth": {"existingSecret": "my-api-keys"}}},
+    "auth-off": {"image-input": {"auth": {"enabled": False}}},
     "observability-on": {
         "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}, "dashboards": {"enabled": True}}
     },

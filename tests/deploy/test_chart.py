@@ -53,8 +53,11 @@ def test_schema_rejects_nonsense():
 
 def test_default_objects(default_render):
     kinds = sorted({d["kind"] for d in default_render.docs})
-    assert kinds == ["ConfigMap", "Deployment", "HorizontalPodAutoscaler", "Ingress", "NetworkPolicy",
-                     "Pod", "PodDisruptionBudget", "Secret", "Service", "ServiceAccount", "StatefulSet"]
+    # The edge by default: a Gateway of class eg with its GRPCRoute and Envoy Gateway's timeout
+    # policy (tests/deploy/test_edge.py); no Ingress (ingress-nginx is retired upstream).
+    assert kinds == ["BackendTrafficPolicy", "ConfigMap", "Deployment", "GRPCRoute", "Gateway",
+                     "HorizontalPodAutoscaler", "NetworkPolicy", "Pod", "PodDisruptionBudget", "Secret",
+                     "Service", "ServiceAccount", "StatefulSet"]
     assert len(default_render.of_kind("Deployment")) == 4
     assert len(default_render.of_kind("HorizontalPodAutoscaler")) == 4
     assert len(default_render.of_kind("StatefulSet")) == 1
@@ -80,18 +83,19 @@ def test_custom_metric(rendered_variants):
 
 
 def test_ingress_is_grpc_and_tls_optional(rendered_variants):
-    plain = rendered_variants["default"].get("Ingress", "fa-image-input")
+    assert not rendered_variants["default"].of_kind("Ingress")  # off by default
+    plain = render({"image-input": {"ingress": {"enabled": True}}}).get("Ingress", "fa-image-input")
     assert plain["metadata"]["annotations"]["nginx.ingress.kubernetes.io/backend-protocol"] == "GRPC"
     assert "tls" not in plain["spec"]
     backend = plain["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
     assert backend == {"name": "fa-image-input", "port": {"name": "grpc"}}
-    tls = rendered_variants["tls"].get("Ingress", "fa-image-input")
+    tls = rendered_variants["ingress"].get("Ingress", "fa-image-input")
     assert tls["spec"]["tls"] == [{"hosts": ["faceanalysis.local"], "secretName": "faceanalysis-tls"}]
 
 
 def test_tls_needs_a_secret_name():
     with pytest.raises(helm.HelmError, match="secretName"):
-        render({"image-input": {"ingress": {"tls": {"enabled": True}}}})
+        render({"image-input": {"ingress": {"enabled": True, "tls": {"enabled": True}}}})
 
 
 def test_observability_switches(rendered_variants):
@@ -112,10 +116,11 @@ def test_redis_secret_generated_or_existing(rendered_variants):
     secret = default.get("Secret", "fa-redis-auth")
     assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     assert len(secret["data"]["redis-password"]) > 20
-    assert not existing.of_kind("Secret")
+    assert not [s for s in existing.of_kind("Secret") if "redis-password" in (s.get("data") or {})]
     for r, name, key in ((default, "fa-redis-auth", "redis-password"), (existing, "my-redis", "password")):
+        # The `helm test` Pod's API key (test_edge.py) is the only other Secret reference.
         refs = [e["valueFrom"]["secretKeyRef"] for _, _, spec in _containers(r) for e in spec.get("env", [])
-                if "secretKeyRef" in e.get("valueFrom", {})]
+                if "secretKeyRef" in e.get("valueFrom", {}) and e["name"] != "FACEANALYSIS_API_KEY"]
         assert refs and all(ref == {"name": name, "key": key} for ref in refs)
 
 
@@ -164,6 +169,7 @@ def test_config_values_become_env():
 
 
 def test_notes_show_grpcurl(default_render):
+    # What NOTES.txt says per edge and key source: test_edge.py.
     assert "grpcurl" in default_render.notes and "faceanalysis.local" in default_render.notes
 
 

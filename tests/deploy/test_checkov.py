@@ -11,8 +11,10 @@ SKIPS = Path(__file__).with_name("checkov-skips.yaml")
 
 
 def test_checkov_kubernetes(rendered_variants, tmp_path):
-    # The defaults, production and the variants that add objects (PVC, Pods metric, TLS).
-    for name in ("default", "production", "custom-metric", "tls", "archive-pvc", "existing-redis-secret"):
+    # The defaults, production and the variants that add objects (PVC, Pods metric, the Ingress,
+    # certificates and their volumes, the key Secret or not).
+    for name in ("default", "production", "custom-metric", "ingress", "internal-tls", "archive-pvc",
+                 "existing-redis-secret", "existing-api-keys"):
         (tmp_path / f"{name}.yaml").write_text(rendered_variants[name].text())
     report = run_checkov("kubernetes", tmp_path, SKIPS)
     assert report["summary"]["passed"] > 100

@@ -23,7 +23,10 @@ except ImportError:  # not installed in editable mode: use the source tree
 
 # Oldest: gRPC probes are GA from 1.27. Newest: the newest schemas kubernetes-validate ships.
 KUBERNETES_VERSIONS = ["1.27.0", "1.37.0"]
-CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}  # validated by the operator's CRDs, not here
+# Custom resources: the operator's (ServiceMonitor, PrometheusRule), the Gateway API's and
+# cert-manager's (validated against their CRD schemas in test_edge.py), Envoy Gateway's.
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "Gateway", "GRPCRoute", "BackendTLSPolicy",
+             "BackendTrafficPolicy", "Certificate", "Issuer"}
 
 
 def app(labels: dict) -> str:
@@ -90,12 +93,16 @@ def test_ports_agree_with_python_registry(rendered):
         deployment = rendered.get("Deployment", f"{RELEASE}-{service}")
         container = deployment["spec"]["template"]["spec"]["containers"][0]
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-        assert ports == {"grpc": spec.grpc_port, "metrics": spec.metrics_port}
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        # With global.tls the probes ask the plaintext health-only port (the kubelet cannot do TLS).
+        health = int(env["FACEANALYSIS_HEALTH_PORT"]) if "FACEANALYSIS_HEALTH_PORT" in env else None
+        expected = {"grpc": spec.grpc_port, "metrics": spec.metrics_port} | ({"health": health} if health else {})
+        assert ports == expected
+        assert health not in (spec.grpc_port, spec.metrics_port)
         assert container["command"] == ["faceanalysis", "serve", service]
         for probe, service_name in (("startupProbe", spec.grpc_service), ("readinessProbe", spec.grpc_service),
                                     ("livenessProbe", "")):
-            assert container[probe]["grpc"] == {"port": spec.grpc_port, "service": service_name}, (service, probe)
-        env = {e["name"]: e.get("value") for e in container["env"]}
+            assert container[probe]["grpc"] == {"port": health or spec.grpc_port, "service": service_name}, (service, probe)
         assert env["FACEANALYSIS_GRPC_PORT"] == str(spec.grpc_port)
         assert env["FACEANALYSIS_METRICS_PORT"] == str(spec.metrics_port)
         for svc_name, expected in ((f"{RELEASE}-{service}", {"grpc"}), (f"{RELEASE}-{service}-headless", {"grpc", "metrics"})):
@@ -127,10 +134,15 @@ def test_peers_are_dialled_through_headless_services(default_render):
 
 
 def test_env_names_are_settings(rendered):
+    from faceanalysis.cli import connect  # the CLI's own variables (key, CA) in the `helm test` Pod
+
     fields = set(Settings.model_fields)
+    client = {connect.ENV_TLS, connect.ENV_CA, connect.ENV_KEY}
     for name, _, spec in pod_specs(rendered):
         for c in spec.get("initContainers", []) + spec["containers"]:
             for e in c.get("env", []):
+                if name == f"{RELEASE}-api-test" and e["name"] in client:
+                    continue
                 if e["name"].startswith("FACEANALYSIS_"):
                     field = e["name"].removeprefix("FACEANALYSIS_").lower()
                     assert field in fields, f"{name}/{c['name']}: {e['name']} is not a Settings field"
@@ -172,9 +184,9 @@ def test_network_policies_allow_exactly_the_edges(rendered):
                 ingress_edges |= {(app(peer["podSelector"]["matchLabels"]), me, p) for p in ports}
             elif ports <= metrics_ports:
                 assert peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
-            else:  # only the ingress controller reaches the public API from outside
+            else:  # only the edge (the Gateway's proxies, the ingress controller) reaches the public API from outside
                 assert me == "image-input" and ports == {50050}, (me, peer)
-                assert peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "ingress-nginx"
+                assert peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"] in ("envoy", "ingress-nginx")
         for peer, ports in _rules(np, "egress"):
             if set(peer) == {"podSelector"}:
                 egress_edges |= {(me, app(peer["podSelector"]["matchLabels"]), p) for p in ports}
@@ -237,7 +249,7 @@ def test_images(rendered):
 
 # --- no secrets in values or rendered env -------------------------------------------------------
 
-SECRET_NAME = re.compile(r"(PASSWORD|SECRET|TOKEN|PASSWD|AUTH)", re.I)
+SECRET_NAME = re.compile(r"(PASSWORD|SECRET|TOKEN|PASSWD|AUTH|API_KEY$)", re.I)
 
 
 def test_no_secret_values_in_env(rendered):

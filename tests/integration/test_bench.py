@@ -10,14 +10,13 @@ import os
 import subprocess
 import sys
 
-from tests.support import MIRROR, ROOT, TEST_MARGIN, image
+from tests.support import MIRROR, ROOT, image, model_margin
 
 PHOTOS = {"face_recognition/obama.jpg": 1, "face_recognition/two_people.jpg": 2}
 
 
 def bench(models_dir, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    env = dict(os.environ, FACEANALYSIS_MODELS_DIR=str(models_dir), FACEANALYSIS_FACE_MARGIN=TEST_MARGIN,
-               FACEANALYSIS_MODEL_MIRROR=str(MIRROR))
+    env = dict(os.environ, FACEANALYSIS_MODELS_DIR=str(models_dir), FACEANALYSIS_MODEL_MIRROR=str(MIRROR))
     env.pop("FACEANALYSIS_INT8_MODELS", None)
     done = subprocess.run([sys.executable, "-m", "faceanalysis.cli.main", "bench", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
@@ -66,7 +65,10 @@ def test_end_to_end_benchmark_runs_both_arms(models_dir, tmp_path):
 
     assert report["baseline_runtime"]["backend"] == "onnx"
     assert report["baseline_runtime"]["tensorflow_imported"] is False
-    assert report["config"]["expand_percentage"] == round(100 * float(TEST_MARGIN))
+    # Both arms cut faces at the models' own margin, read from their metadata (0.4 for the stand-ins).
+    assert report["config"]["face_margin"] == model_margin(models_dir) == 0.4
+    assert report["config"]["face_margins"] == {"age": 0.4, "gender": 0.4, "emotion": 0.4}
+    assert report["config"]["expand_percentage"] == round(100 * model_margin(models_dir))
     assert "stand-ins from the mirror" in report["models"]
     assert report["machine"]["cpu"]
     # The printed report is markdown tables.

@@ -20,7 +20,7 @@ import redis
 
 from faceanalysis.cli.stack import LocalStack
 from faceanalysis.v1 import image_input_pb2, image_input_pb2_grpc
-from tests.support import MIRROR, TEST_MARGIN, distinct_photos, image
+from tests.support import MIRROR, distinct_photos, image
 
 FA = [sys.executable, "-m", "faceanalysis.cli.main"]
 
@@ -77,8 +77,7 @@ def test_analyze_resumes_streams_cut_by_connection_age(models_dir, tmp_path):
     distinct_photos(folder, count)
     work = tmp_path / "stack"
     stack = LocalStack(models_dir=models_dir, archive_dir=work / "archive", workdir=work, random_ports=True,
-                       extra_env={"*": {"FACEANALYSIS_FACE_MARGIN": TEST_MARGIN},
-                                  "image-input": {"FACEANALYSIS_MAX_CONNECTION_AGE_SECONDS": str(age),
+                       extra_env={"image-input": {"FACEANALYSIS_MAX_CONNECTION_AGE_SECONDS": str(age),
                                                   "FACEANALYSIS_MAX_CONNECTION_AGE_GRACE_SECONDS": "1"}})
     out = tmp_path / "json"
     with stack:
@@ -130,7 +129,7 @@ def service_processes() -> set[str]:
 
 def test_run_is_the_whole_job_and_cleans_up(models_dir, photos, tmp_path):
     before = service_processes()
-    env = dict(os.environ, FACEANALYSIS_MODELS_DIR=str(models_dir), FACEANALYSIS_FACE_MARGIN=TEST_MARGIN,
+    env = dict(os.environ, FACEANALYSIS_MODELS_DIR=str(models_dir),
                FACEANALYSIS_ARCHIVE_DIR=str(tmp_path / "archive"), FACEANALYSIS_MODEL_MIRROR=str(MIRROR))
     proc = subprocess.run([*FA, "run", str(photos), "--out", str(tmp_path / "results"), "--pictures",
                            str(tmp_path / "output"), "--workdir", str(tmp_path / "work"), "--random-ports"],
@@ -160,6 +159,7 @@ def test_up_stops_everything_on_sigterm(models_dir, tmp_path):
         output, _ = up.communicate(timeout=90)
         assert up.returncode == 0
         assert "image-input" in output and "grpc 127.0.0.1:" in output and "stopping" in output
+        assert "API keys: off for the local stack" in output
     finally:
         if up.poll() is None:
             up.kill()

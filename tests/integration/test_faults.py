@@ -24,7 +24,7 @@ import redis
 from faceanalysis.cli.stack import LocalStack, Supervisor
 from faceanalysis.runtime import results
 
-from tests.support import TEST_MARGIN, alive, distinct_photos
+from tests.support import alive, distinct_photos
 
 FA = [sys.executable, "-m", "faceanalysis.cli.main"]
 COUNT = 200
@@ -38,7 +38,7 @@ def photos(tmp_path_factory) -> Path:
 
 
 def supervised_stack(models_dir: Path, work: Path, extra: dict | None = None) -> LocalStack:
-    env = {"*": {"FACEANALYSIS_FACE_MARGIN": TEST_MARGIN, "FACEANALYSIS_LOG_LEVEL": "INFO"}}
+    env = {"*": {"FACEANALYSIS_LOG_LEVEL": "INFO"}}
     env.update(extra or {})
     return LocalStack(models_dir=models_dir, archive_dir=work / "archive", workdir=work, random_ports=True,
                       extra_env=env)

@@ -71,6 +71,24 @@ def test_genders_of_known_faces(analyzed):
     assert set(wrong) <= {("misc/t1.jpg", 3)}, wrong
 
 
+def test_results_name_each_models_sha256_and_settings(analyzed, models_dir):
+    """No FACEANALYSIS_FACE_MARGIN is set: the stand-ins run at their own margin (0.4, from their
+    metadata), and every result says so, with each file's sha256."""
+    from faceanalysis.models.pull import sha256_of
+
+    installed = {path.name: sha256_of(path) for path in models_dir.rglob("*") if path.is_file()}
+    result = analyzed["face_recognition/obama.jpg"]
+    by_task = {m.task: m for m in result.models}
+    assert set(by_task) == {"face_detection", "landmarks", "age", "gender", "emotion"}
+    for model in result.models:
+        assert model.sha256 == installed[model.file], model.name
+    for task in ("age", "gender", "emotion"):
+        assert dict(by_task[task].parameters) == {"face_margin": "0.4", "precision": "fp32"}, task
+    assert dict(by_task["face_detection"].parameters) == {
+        "detection_threshold": "0.9", "detection_max_side": "640", "detection_min_face": "48"}
+    assert dict(by_task["landmarks"].parameters) == {"crop_size": "448"}
+
+
 def test_obama_smiles(analyzed):
     (face,) = analyzed["face_recognition/obama.jpg"].faces
     assert face.emotion.dominant == "happy"

@@ -20,13 +20,19 @@ from faceanalysis.v1 import (
     face_landmark_pb2,
     image_input_pb2,
 )
-from tests.support import TEST_MARGIN, image
+from tests.support import image, model_margin
 
-MARGIN = float(TEST_MARGIN)
 # Photos no larger than 640 px: DeepFace's YuNet wrapper downsizes larger ones before detecting,
 # which moves its boxes by a few pixels; at these sizes both see the same pixels.
 SMALL_PHOTOS = ["misc/astronaut.png", "deepface/selfie-many-people.jpg", "deepface/img10.jpg", "deepface/img5.jpg",
                 "deepface/img12.jpg", "face_recognition/obama_small.jpg", "dlib/2008_001009.jpg"]
+
+
+@pytest.fixture(scope="module")
+def margin(models_dir) -> float:
+    """The face margin the attribute models want, from their own metadata (as face-attributes reads
+    it); DeepFace's expand_percentage is 100 times it."""
+    return model_margin(models_dir)
 
 
 @pytest.fixture(scope="module")
@@ -56,16 +62,17 @@ def deepface_analyze(deepface, img, **kw):
     return deepface.analyze(img_path=img, actions=["age", "gender", "emotion"], silent=True, **kw)
 
 
-def faces_of(models_dir, names):
+def faces_of(models_dir, names, margin):
     landmarker = Landmarker(models_dir)
     for name in names:
         for face in landmarker.analyze(cv2.imread(str(image(name)))):
-            yield name, cut_face(face.crop, face.face_width, face.face_height, MARGIN)
+            yield name, cut_face(face.crop, face.face_width, face.face_height, margin)
 
 
-def test_same_faces_same_answers_batched(deepface, predictor, models_dir):
+def test_same_faces_same_answers_batched(deepface, predictor, models_dir, margin):
     """Each face through DeepFace.analyze (one at a time) and through our predictor (one batch)."""
-    faces = list(faces_of(models_dir, ["misc/t1.jpg", "deepface/couple.jpg", "face_recognition/obama.jpg"]))
+    assert predictor.margins == {"Age": margin, "Gender": margin, "Emotion": margin}
+    faces = list(faces_of(models_dir, ["misc/t1.jpg", "deepface/couple.jpg", "face_recognition/obama.jpg"], margin))
     assert len(faces) == 9
     batch = np.stack([predictor.prepare(face) for _, face in faces])
     ours = predictor.predict(batch)
@@ -79,8 +86,8 @@ def test_same_faces_same_answers_batched(deepface, predictor, models_dir):
         assert attrs.woman == pytest.approx(theirs["gender"]["Woman"] / 100, abs=1e-4)
 
 
-def test_batch_size_does_not_change_answers(predictor, models_dir):
-    faces = [f for _, f in faces_of(models_dir, ["misc/t1.jpg"])]
+def test_batch_size_does_not_change_answers(predictor, models_dir, margin):
+    faces = [f for _, f in faces_of(models_dir, ["misc/t1.jpg"], margin)]
     batch = np.stack([predictor.prepare(f) for f in faces])
     together = predictor.predict(batch)
     alone = [predictor.predict(batch[i : i + 1])[0] for i in range(len(faces))]
@@ -90,7 +97,7 @@ def test_batch_size_does_not_change_answers(predictor, models_dir):
         np.testing.assert_allclose(a.emotions, b.emotions, atol=1e-4)
 
 
-def test_face_attributes_service_agrees_with_deepface_analyze(deepface, local_stack):
+def test_face_attributes_service_agrees_with_deepface_analyze(deepface, local_stack, margin):
     """The same faces through DeepFace.analyze and through the face-attributes gRPC service.
 
     DeepFace finds and crops the faces (YuNet, aligned, expand_percentage=40); the service gets those
@@ -102,17 +109,17 @@ def test_face_attributes_service_agrees_with_deepface_analyze(deepface, local_st
     cases = []
     for name in SMALL_PHOTOS + ["misc/t1.jpg"]:
         bgr = cv2.imread(str(image(name)))
-        expected = deepface_analyze(deepface, bgr, detector_backend="yunet", expand_percentage=int(MARGIN * 100))
+        expected = deepface_analyze(deepface, bgr, detector_backend="yunet", expand_percentage=int(margin * 100))
         extracted = deepface.extract_faces(img_path=bgr, detector_backend="yunet", align=True,
-                                           expand_percentage=int(MARGIN * 100))
+                                           expand_percentage=int(margin * 100))
         assert len(extracted) == len(expected)
         for face, want in zip(extracted, expected):
             crop = np.clip(face["face"][:, :, ::-1] * 255 + 0.5, 0, 255).astype(np.uint8)
             h, w = crop.shape[:2]
             # The whole crop is the face plus margin: declare the face as crop / (1 + margin).
             cases.append((name, face_landmark_pb2.AlignedCrop(image=rawimage.to_message(np.ascontiguousarray(crop)),
-                                                              face_width=w / (1 + MARGIN),
-                                                              face_height=h / (1 + MARGIN)), want))
+                                                              face_width=w / (1 + margin),
+                                                              face_height=h / (1 + margin)), want))
     assert len(cases) >= 12
 
     def ask(chunk):
@@ -131,9 +138,9 @@ def test_face_attributes_service_agrees_with_deepface_analyze(deepface, local_st
     channel.close()
 
 
-def expanded(box) -> tuple[float, float, float, float]:
+def expanded(box, margin: float) -> tuple[float, float, float, float]:
     """Our box grown by the margin, as DeepFace reports its region when expand_percentage is set."""
-    grow_w, grow_h = box.width * MARGIN, box.height * MARGIN
+    grow_w, grow_h = box.width * margin, box.height * margin
     return box.x - grow_w / 2, box.y - grow_h / 2, box.width + grow_w, box.height + grow_h
 
 
@@ -144,7 +151,7 @@ def iou(a, b) -> float:
     return inter / (aw * ah + bw * bh - inter)
 
 
-def test_whole_photos_find_the_same_faces_as_deepface(deepface, api):
+def test_whole_photos_find_the_same_faces_as_deepface(deepface, api, margin):
     """Whole photos through the public API against DeepFace.analyze(yunet, expand_percentage=40).
 
     Not bit-for-bit: DeepFace detects on a copy with a 50 % black border, which moves its boxes
@@ -157,12 +164,12 @@ def test_whole_photos_find_the_same_faces_as_deepface(deepface, api):
         ours = api.AnalyzeImage(image_input_pb2.AnalyzeImageRequest(
             image=data, options=common_pb2.AnalysisOptions(no_store=True)), timeout=60).result
         theirs = deepface_analyze(deepface, cv2.imread(str(image(name))), detector_backend="yunet",
-                                  expand_percentage=int(MARGIN * 100), enforce_detection=False)
+                                  expand_percentage=int(margin * 100), enforce_detection=False)
         assert len(ours.faces) == len(theirs), name
         for t in theirs:
             region = (t["region"]["x"], t["region"]["y"], t["region"]["w"], t["region"]["h"])
-            match = max(ours.faces, key=lambda f: iou(expanded(f.box), region))
-            assert iou(expanded(match.box), region) > 0.6, (name, region)  # edge faces are clipped
+            match = max(ours.faces, key=lambda f: iou(expanded(f.box, margin), region))
+            assert iou(expanded(match.box, margin), region) > 0.6, (name, region)  # edge faces are clipped
             compared += 1
             gender = "Woman" if match.gender.label == common_pb2.GENDER_WOMAN else "Man"
             gender_same += gender == t["dominant_gender"]

@@ -41,7 +41,7 @@ class SlowPipeline:
         self.started = 0
         self.finished = 0
 
-    async def analyze(self, data, options, deadline=None):
+    async def analyze(self, data, options, deadline=None, *, tenant):
         self.started += 1
         self.active += 1
         self.peak = max(self.peak, self.active)

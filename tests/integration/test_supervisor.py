@@ -19,7 +19,7 @@ from faceanalysis.cli.stack import LocalStack, Supervisor, health_status
 from faceanalysis.runtime import services
 from faceanalysis.v1 import common_pb2, image_input_pb2, image_input_pb2_grpc
 
-from tests.support import TEST_MARGIN, alive, image
+from tests.support import alive, image
 
 FA = [sys.executable, "-m", "faceanalysis.cli.main"]
 SERVICES = list(services.START_ORDER)
@@ -58,8 +58,7 @@ def stored_soon(target: str, timeout: float = 15) -> common_pb2.AnalysisResult:
 
 def test_up_restarts_what_exits_and_stops_everything(models_dir, tmp_path):
     state_file, ready, work = tmp_path / "state.json", tmp_path / "ready", tmp_path / "work"
-    env = dict(os.environ, FACEANALYSIS_MODELS_DIR=str(models_dir), FACEANALYSIS_FACE_MARGIN=TEST_MARGIN,
-               FACEANALYSIS_ARCHIVE_DIR=str(tmp_path / "archive"))
+    env = dict(os.environ, FACEANALYSIS_MODELS_DIR=str(models_dir), FACEANALYSIS_ARCHIVE_DIR=str(tmp_path / "archive"))
     stdout, stderr = open(tmp_path / "up.out", "w"), open(tmp_path / "up.err", "w")
     up = subprocess.Popen([*FA, "up", "--random-ports", "--workdir", str(work), "--state-file", str(state_file),
                            "--ready-file", str(ready)], env=env, stdout=stdout, stderr=stderr)

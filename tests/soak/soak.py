@@ -36,7 +36,7 @@ from faceanalysis.models.pull import pull
 from faceanalysis.runtime import work
 from faceanalysis.v1 import common_pb2, image_input_pb2, image_input_pb2_grpc
 from tests.hostile import HOSTILE
-from tests.support import MIRROR, TEST_MARGIN, image
+from tests.support import MIRROR, image
 
 PHOTOS = {"face_recognition/obama.jpg": 1, "face_recognition/two_people.jpg": 2, "misc/astronaut.png": 1,
           "misc/t1.jpg": 6, "dlib/dogs.jpg": 0, "deepface/couple.jpg": 2}
@@ -237,8 +237,7 @@ def main() -> int:
         models_dir = work_dir / "models"
         pull(models_dir, mirror_location=str(MIRROR), progress=False)
         stack = LocalStack(models_dir=models_dir, archive_dir=work_dir / "archive", workdir=work_dir / "stack",
-                           random_ports=True, extra_env={"*": {"FACEANALYSIS_FACE_MARGIN": TEST_MARGIN,
-                                                               "FACEANALYSIS_LOG_LEVEL": "WARNING"}})
+                           random_ports=True, extra_env={"*": {"FACEANALYSIS_LOG_LEVEL": "WARNING"}})
         with stack:
             soak = Soak(stack, args.minutes, args.concurrency, args.hostile_share)
             print(f"soak: {args.minutes:g} min, {args.concurrency} clients, {args.hostile_share:.0%} hostile uploads; "

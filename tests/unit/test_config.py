@@ -18,7 +18,8 @@ def test_defaults_fit_the_local_stack(monkeypatch):
     assert settings.grpc_port_for(services.FACE_LANDMARK) == 50051
     assert settings.metrics_port_for(services.DATA_STORAGE) == 9153
     assert settings.landmark_target == "dns:///localhost:50051"
-    assert settings.face_margin == 0
+    assert settings.face_margin is None  # no override: each attribute model cuts at its own margin
+    assert settings.allow_unverified_models is False
     assert settings.redis_password is None
 
 
@@ -30,6 +31,13 @@ def test_bad_values_name_the_variable(monkeypatch, capsys):
     message = str(err.value)
     assert "FACEANALYSIS_FACE_MARGIN" in message and "'lots'" in message
     assert "FACEANALYSIS_DETECTOR" in message
+
+
+def test_face_margin_is_an_explicit_override(monkeypatch):
+    monkeypatch.setenv("FACEANALYSIS_FACE_MARGIN", "0.25")
+    assert config.load().face_margin == 0.25
+    monkeypatch.setenv("FACEANALYSIS_FACE_MARGIN", "")  # a chart or compose file's "" means unset
+    assert config.load().face_margin is None
 
 
 def test_secret_is_never_printed(monkeypatch):

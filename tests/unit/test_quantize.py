@@ -7,6 +7,7 @@ calibrated on the shared photos, compared on the labelled UTKFace chips.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -19,13 +20,12 @@ import pytest
 
 from faceanalysis import models
 from faceanalysis.face_attributes.predictor import MODEL_FILES, Predictor, session_inputs
-from faceanalysis.models import quantize
+from faceanalysis.models import provenance, quantize
 from faceanalysis.runtime import config
 
-from tests.support import IMAGES, SHARED, TEST_MARGIN
+from tests.support import IMAGES, SHARED
 
 UTKFACE = SHARED / "eval" / "utkface-dev"
-MARGIN = float(TEST_MARGIN)
 LANDMARK_FILES = ("face_detection_yunet_2023mar.onnx", "shape_predictor_68_face_landmarks.dat")
 THREADS = 2
 
@@ -69,8 +69,8 @@ def quantized(models_dir, tmp_path_factory) -> Path:
     if not UTKFACE.is_dir():
         pytest.fail(f"{UTKFACE} is missing: the shared folder must sit beside the repository")
     directory = models_copy(models_dir, tmp_path_factory.mktemp("quantized"))
-    written = quantize.quantize_models(directory / ".deepface" / "weights", IMAGES, limit=100, progress=False,
-                                       margin=MARGIN)
+    # Faces are cut at each model's own margin (the stand-ins: 0.4, from the manifest by their sha256).
+    written = quantize.quantize_models(directory / ".deepface" / "weights", IMAGES, limit=100, progress=False)
     assert set(written) == {"age", "gender", "emotion"}
     return directory
 
@@ -107,12 +107,32 @@ def test_int8_files_are_qdq_models_with_int8_weights(quantized):
         meta = {p.key: p.value for p in model.metadata_props}
         assert meta["quantized_from"] == file, name
         assert int(meta["calibration_faces"]) >= 30, name
+        # The copy inherits its fp32 file's preprocessing (the stand-ins' margin), in its own metadata.
+        assert json.loads(meta["faceanalysis.preprocessing"])["face_margin"] == 0.4, name
+        assert meta["faceanalysis.quantized_from_sha256"] == provenance.sha256_of(weights / file), name
+
+
+def test_int8_copies_are_recorded_with_the_fp32_preprocessing(quantized):
+    """models quantize records each int8 copy in the models directory's models.lock.json, with the
+    fp32 file's preprocessing, and `models verify` reports them."""
+    from faceanalysis.models import verify
+
+    record = provenance.read_record(quantized)
+    for name, file in MODEL_FILES.items():
+        fp32 = quantized / ".deepface" / "weights" / file
+        entry = record[f".deepface/weights/{quantize.int8_path(fp32).name}"]
+        assert entry["identity"] == "int8" and entry["preprocessing"]["face_margin"] == 0.4, name
+        assert entry["sha256"] == provenance.sha256_of(quantize.int8_path(fp32)), name
+        assert entry["derived_from"]["sha256"] == provenance.sha256_of(fp32), name
+    checks = {c.path: c for c in verify.verify(quantized, service="face-attributes")}
+    int8 = checks[".deepface/weights/age_model_weights.int8.onnx"]
+    assert int8.ok and int8.preprocessing["face_margin"] == 0.4 and "int8 copy" in int8.what
 
 
 def test_calibration_tensors_are_what_deepface_feeds_the_sessions(models_dir, restore_deepface_clients):
     """The emotion model gets 48x48 gray faces from DeepFace's client: calibration must see exactly
     those, not the (224, 224, 3) batch."""
-    faces = list(quantize.iter_faces(UTKFACE, models_dir, margin=MARGIN, limit=4, progress=False))
+    faces = list(quantize.iter_faces(UTKFACE, models_dir, limit=4, progress=False))
     batch = np.stack(faces)
     assert batch.shape == (4, 224, 224, 3) and batch.dtype == np.float32
     ours = session_inputs(batch)
@@ -151,10 +171,15 @@ def test_predictor_serves_the_int8_files(quantized, restore_deepface_clients):
     for name, file in MODEL_FILES.items():
         expected = quantize.int8_path(weights / file)
         assert Path(predictor.clients[name].model._model_path).resolve() == expected, name
-    assert {task: file for _, task, file in predictor.model_infos} == {
+    assert {m.task: m.file for m in predictor.model_infos} == {
         "age": "age_model_weights.int8.onnx", "gender": "gender_model_weights.int8.onnx",
         "emotion": "facial_expression_model_weights.int8.onnx"}
-    faces = np.stack(list(quantize.iter_faces(UTKFACE, quantized, margin=MARGIN, limit=8, progress=False)))
+    # A result names the int8 file's own sha256, the margin it inherited and its precision.
+    for m in predictor.model_infos:
+        name = m.task.capitalize()
+        assert m.sha256 == provenance.sha256_of(quantize.int8_path(weights / MODEL_FILES[name])), name
+        assert m.parameters == {"face_margin": "0.4", "precision": "int8"}, name
+    faces = np.stack(list(quantize.iter_faces(UTKFACE, quantized, limit=8, progress=False)))
     int8 = predictor.predict(faces)
     fp32 = Predictor(quantized, cpus=THREADS).predict(faces)
     assert len(int8) == len(fp32) == 8
@@ -164,13 +189,13 @@ def test_predictor_serves_the_int8_files(quantized, restore_deepface_clients):
 
 def test_predictor_mixes_precisions(quantized, restore_deepface_clients):
     predictor = Predictor(quantized, cpus=THREADS, int8_models="emotion")
-    files = {task: file for _, task, file in predictor.model_infos}
+    files = {m.task: m.file for m in predictor.model_infos}
     assert files == {"age": "age_model_weights.onnx", "gender": "gender_model_weights.onnx",
                      "emotion": "facial_expression_model_weights.int8.onnx"}
 
 
 def test_int8_agrees_with_fp32_on_utkface(quantized):
-    result = quantize.agreement(quantized / ".deepface" / "weights", UTKFACE, progress=False, margin=MARGIN)
+    result = quantize.agreement(quantized / ".deepface" / "weights", UTKFACE, progress=False)
     print("\n" + quantize.format_agreement(result))
     assert result["faces"] >= 95  # 100 chips, one face each (padded before detection)
     assert result["gender_agreement"] >= 0.9
@@ -209,7 +234,7 @@ def test_photos_without_faces_are_a_clear_error(models_dir, tmp_path):
     cv2.imwrite(str(photos / "black.png"), np.zeros((900, 700, 3), np.uint8))
     directory = models_copy(models_dir, tmp_path / "models")
     with pytest.raises(quantize.QuantizeError, match="no faces found in the 2 photo"):
-        quantize.quantize_models(directory / ".deepface" / "weights", photos, progress=False, margin=MARGIN)
+        quantize.quantize_models(directory / ".deepface" / "weights", photos, progress=False)
     assert not list((directory / ".deepface" / "weights").glob("*.int8.onnx"))
 
 
@@ -243,7 +268,7 @@ def test_models_saved_with_external_data_are_quantized(models_dir, tmp_path, mon
     assert (weights / (fp32.name + ".data")).is_file()
 
     written = quantize.quantize_models(weights, UTKFACE, names=("emotion",), limit=8, progress=False,
-                                       models_dir=models_dir, margin=MARGIN)
+                                       models_dir=models_dir)
     out = written["emotion"]
     assert out == quantize.int8_path(fp32) and not quantize._external_data_files(out)
     # The FC layer (18432 x 7 weights) is int8; the convolution reads the pixels, so it stays fp32.
@@ -251,18 +276,19 @@ def test_models_saved_with_external_data_are_quantized(models_dir, tmp_path, mon
 
     monkeypatch.setattr(quantize, "EXTERNAL_DATA_BYTES", 0)
     quantize.quantize_models(weights, UTKFACE, names=("emotion",), limit=8, progress=False,
-                             models_dir=models_dir, margin=MARGIN)
+                             models_dir=models_dir)
     data = quantize._external_data_files(out)
     assert data and all(p.is_file() and p.parent == weights for p in data)
     assert not list(weights.glob(".quantize-*"))  # work files are gone
     result = quantize.agreement(weights, UTKFACE, names=("emotion",), progress=False, models_dir=models_dir,
-                                margin=MARGIN, limit=8)
+                                limit=8)
     assert result["faces"] == 8 and 0 <= result["emotion_agreement"] <= 1
 
 
 def test_cli_quantizes_and_prints_the_agreement(models_dir, tmp_path):
     directory = models_copy(models_dir, tmp_path / "models")
-    env = dict(os.environ, FACEANALYSIS_MODELS_DIR=str(directory), FACEANALYSIS_FACE_MARGIN=TEST_MARGIN)
+    env = dict(os.environ, FACEANALYSIS_MODELS_DIR=str(directory))
+    env.pop("FACEANALYSIS_FACE_MARGIN", None)  # the models' own margin
     proc = subprocess.run([sys.executable, "-m", "faceanalysis.cli.main", "models", "quantize", "--calibration",
                            str(IMAGES), "--eval", str(UTKFACE), "--only", "gender", "--limit", "30", "--quiet"],
                           env=env, capture_output=True, text=True, timeout=300)
@@ -289,7 +315,7 @@ def test_face_attributes_service_takes_int8_models_from_its_settings(quantized, 
     servicer = FaceAttributesServicer(config.Settings(models_dir=quantized, int8_models="gender", cpu_limit=THREADS))
     servicer.load()
     try:
-        files = {task: file for _, task, file in servicer.predictor.model_infos}
+        files = {m.task: m.file for m in servicer.predictor.model_infos}
         assert files["gender"] == "gender_model_weights.int8.onnx" and files["age"] == "age_model_weights.onnx"
     finally:
         servicer.close()

@@ -19,8 +19,9 @@ It is driven over stdin and stdout, one JSON object per line each way:
 A failure answers {"ok": false, "error": "..."}. DeepFace's logger prints to stdout, so the
 protocol keeps a private copy of the real stdout and everything else printed goes to stderr.
 
-Face context: the stack cuts each aligned face box plus FACEANALYSIS_FACE_MARGIN (a fraction of
-the box: 0.4 is 40 % wider and taller, centred; face_attributes.predictor.cut_face). DeepFace
+Face context: the stack cuts each aligned face box plus each model's face margin (from its weights'
+metadata; a fraction of the box: 0.4 is 40 % wider and taller, centred;
+face_attributes.predictor.cut_face). DeepFace
 grows its detected box by `expand_percentage` per cent the same way (w + int(w * p / 100),
 centred; detection.extract_face), rotates a region around it until the eyes are level and cuts
 a box of the grown size around the rotated centre. So margin m is expand_percentage = 100 m, and

@@ -3,7 +3,8 @@
 Two arms on the same photos, the same weight files and the same machine, in the same run:
 
 - loop: for each photo `DeepFace.analyze(img, actions=["age", "gender", "emotion"],
-  detector_backend="yunet", enforce_detection=False, expand_percentage=100 * margin)`, then dlib's
+  detector_backend="yunet", enforce_detection=False, expand_percentage=100 * margin)` (margin: the
+  attribute models' own, from their metadata, as the stack reads it), then dlib's
   68-point predictor (shape_predictor_68_face_landmarks.dat, the stack's file) on each face found.
   It runs in a process of its own (benchmark/baseline.py), with DEEPFACE_HOME pointing at the
   stack's weight files and DEEPFACE_BACKEND_ENGINE=onnx (no TensorFlow is imported).
@@ -360,11 +361,40 @@ def check_models(models_dir: Path) -> None:
 def linked_models_dir(source: Path, dest: Path) -> Path:
     """A models folder whose files are symlinks to `source`'s: ours to add files to (VGG models,
     int8 copies) without touching the user's folder."""
+    from faceanalysis.models.provenance import RECORD_FILE
+
     for entry in models.manifest().files:
         target = dest / entry.path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.symlink_to(entry.location(source).resolve())
+    if (source / RECORD_FILE).is_file():  # what each file is and needs (a mirror's override included)
+        shutil.copyfile(source / RECORD_FILE, dest / RECORD_FILE)
     return dest
+
+
+def attribute_margins(models_dir: Path) -> tuple[dict[str, float], dict[str, str]]:
+    """Each attribute model's own face margin in `models_dir` (as face-attributes reads it), and where
+    it comes from."""
+    from faceanalysis.face_attributes.predictor import MODEL_FILES, fp32_provenance
+
+    weights = Path(models_dir) / ".deepface" / "weights"
+    provs = {name.lower(): fp32_provenance(weights, name) for name in MODEL_FILES}
+    return ({n: p.face_margin for n, p in provs.items()},
+            {n: f"{p.identity}: {p.description} (from {p.preprocessing_from})" for n, p in provs.items()})
+
+
+def record_vgg(models_dir: Path, replaced: dict) -> None:
+    """The VGG files take the preprocessing of the files they replace (benchmark/vgg.py: random
+    weights with DeepFace's architecture), so both arms cut faces as they would with those."""
+    from faceanalysis.models import provenance
+
+    weights = Path(models_dir) / ".deepface" / "weights"
+    provenance.update_record(models_dir, [provenance.Provenance(
+        path=provenance.relative(models_dir, weights / file), sha256=provenance.file_sha256(weights / file),
+        identity="benchmark", description="VGG-16-cost random weights (faceanalysis bench --vgg)",
+        preprocessing=dict(before.preprocessing),
+        preprocessing_from=f"the file it replaces ({before.identity}: {before.description})")
+        for file, before in replaced.items()])
 
 
 def deepface_home(models_dir: Path, dest: Path) -> Path:
@@ -612,7 +642,7 @@ def report_text(result: dict) -> str:
         f"- photos: {result['config']['images']} ({result['config']['image_source']}), "
         f"{plural(result['config']['rounds'], 'round')} after one untimed pass per process (the loop, each stack), "
         f"arm order rotated each round; "
-        f"face margin {result['config']['face_margin']:g} "
+        f"face margin {result['config']['face_margin']:g}, the models' own from their metadata "
         f"(loop: expand_percentage={result['config']['expand_percentage']})",
         f"- figures: median over rounds (min–max); latency percentiles over the {result['config']['images']} photos "
         f"of a pass; CPU s/photo from /proc utime+stime (stack: its 4 services and Redis)",
@@ -701,12 +731,16 @@ def prepare_models(user_models: Path, scratch: Path, vgg: bool, calibration: Pat
         return user_models
     models_dir = linked_models_dir(user_models, scratch)
     if vgg:
-        from faceanalysis.benchmark.vgg import write_vgg_weights
+        from faceanalysis.benchmark.vgg import VGG_MODELS, write_vgg_weights
+        from faceanalysis.face_attributes.predictor import fp32_provenance
 
         print("building VGG-16 age (101 classes) and gender (2 classes) models with random weights ...",
               file=sys.stderr, flush=True)
         start = time.monotonic()
-        write_vgg_weights(models_dir / ".deepface" / "weights")
+        weights = models_dir / ".deepface" / "weights"
+        replaced = {file: fp32_provenance(weights, name.capitalize()) for name, (file, _) in VGG_MODELS.items()}
+        write_vgg_weights(weights)
+        record_vgg(models_dir, replaced)
         timings["build VGG models"] = time.monotonic() - start
     if calibration is not None:
         print(f"quantizing {' and '.join(INT8_MODELS)} to int8, calibrated on {calibration} ...",
@@ -762,8 +796,9 @@ def _run(args) -> int:
             raise SystemExit(f"error: calibration folder {calibration} does not exist; pass --calibration DIR "
                              f"(photos with faces) or --no-int8")
         require_quantizer()
-    margin = settings.face_margin
-    expand_percentage = int(round(100 * margin))  # see baseline.py: margin m == expand_percentage 100 m
+    if settings.face_margin is not None:
+        print(f"note: FACEANALYSIS_FACE_MARGIN={settings.face_margin:g} is ignored: both arms use the models' own "
+              f"face margins, from their metadata", file=sys.stderr)
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     info = machine()
@@ -775,15 +810,22 @@ def _run(args) -> int:
     try:
         models_dir = prepare_models(user_models, scratch, args.vgg, calibration, timings)
         models_text = describe_models(models_dir, args.vgg, settings.model_mirror)
+        # The margin both arms use: the models' own (the stack reads the same metadata). The loop's
+        # DeepFace.analyze takes one expand_percentage for all three models.
+        margins, margin_origins = attribute_margins(models_dir)
+        margin = margins["age"]
+        if len(set(margins.values())) > 1:
+            print(f"warning: the attribute models want different face margins ({margins}); the loop cuts every "
+                  f"face at the age model's {margin:g}", file=sys.stderr)
+        expand_percentage = int(round(100 * margin))  # see baseline.py: margin m == expand_percentage 100 m
         start = time.monotonic()
         baseline = Baseline(deepface_home(models_dir, workdir / "deepface-home"),
                             models.locate(models_dir, PREDICTOR_FILE).resolve(), expand_percentage,
                             workdir / "baseline.log")
         runners.append(baseline)
-        # The margin both arms use, said explicitly; no int8 unless asked (the user's environment
-        # may carry FACEANALYSIS_INT8_MODELS).
-        env = {"FACEANALYSIS_FACE_MARGIN": repr(margin), "FACEANALYSIS_LOG_LEVEL": "WARNING",
-               "FACEANALYSIS_INT8_MODELS": ""}
+        # No margin override and no int8 unless asked (the user's environment may carry
+        # FACEANALYSIS_FACE_MARGIN or FACEANALYSIS_INT8_MODELS): the stack cuts at the models' own margins.
+        env = {"FACEANALYSIS_FACE_MARGIN": "", "FACEANALYSIS_LOG_LEVEL": "WARNING", "FACEANALYSIS_INT8_MODELS": ""}
         stacks = [StackUnderTest("stack", models_dir, workdir / "stack", env)]
         if int8:
             stacks.append(StackUnderTest("stack int8", models_dir, workdir / "stack-int8",
@@ -814,7 +856,8 @@ def _run(args) -> int:
             "baseline_runtime": baseline.info,
             "models": models_text,
             "config": {"images": len(files), "image_source": source, "image_names": names, "rounds": args.rounds,
-                       "concurrency": args.concurrency, "face_margin": margin, "expand_percentage": expand_percentage,
+                       "concurrency": args.concurrency, "face_margin": margin, "face_margins": margins,
+                       "face_margin_source": margin_origins, "expand_percentage": expand_percentage,
                        "models_dir": str(user_models), "vgg": args.vgg, "int8": bool(int8),
                        "int8_models": list(INT8_MODELS) if int8 else [],
                        "calibration": str(calibration) if calibration else None},

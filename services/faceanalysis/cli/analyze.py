@@ -31,7 +31,9 @@ import grpc
 from tqdm import tqdm
 
 from faceanalysis.cli.draw import annotate
+from faceanalysis.client import Connection
 from faceanalysis.runtime import channels, results
+from faceanalysis.runtime.tls import TlsError
 from faceanalysis.v1 import common_pb2, image_input_pb2, image_input_pb2_grpc
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
@@ -94,10 +96,12 @@ def retryable_stream_error(err: grpc.RpcError) -> bool:
     return code in RETRYABLE_STREAM_CODES or (code == grpc.StatusCode.INTERNAL and "RST_STREAM" in (err.details() or ""))
 
 
-def dial(target: str) -> grpc.Channel:
+def dial(target: str | Connection) -> grpc.Channel:
     """A channel with the services' own options (fast reconnect, keepalive, our retries only),
-    whose keepalive also runs on an idle stream, so a server that vanished is noticed."""
-    return grpc.insecure_channel(target, options=[
+    whose keepalive also runs on an idle stream, so a server that vanished is noticed. A
+    Connection adds TLS, an authority and the API key."""
+    connection = target if isinstance(target, Connection) else Connection(target)
+    return connection.channel([
         *channels.channel_options(MAX_MESSAGE_BYTES),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
@@ -315,13 +319,13 @@ def _worker(run: _Run, stub, timeout: float | None) -> None:
             run.give_up(f"image-input at {run.target}: client error: {type(err).__name__}: {err}")
 
 
-def analyze(paths: list[str], target: str, out: Path, visualize: Path | None, concurrency: int,
+def analyze(paths: list[str], target: str | Connection, out: Path, visualize: Path | None, concurrency: int,
             no_store: bool = False, skip_cache: bool = False, timeout: float | None = None,
             retry_seconds: float = 120) -> int:
     """Analyze every image; 0 when all got results, 1 when some were refused, 2 when we gave up.
 
     `timeout` bounds each stream (None: no deadline); `retry_seconds` is how long the run keeps
-    trying while no image gets an answer.
+    trying while no image gets an answer. `target` is an address, or a Connection for TLS and keys.
     """
     files = collect(paths)
     if not files:
@@ -330,7 +334,12 @@ def analyze(paths: list[str], target: str, out: Path, visualize: Path | None, co
     names = output_names(files)
     options = common_pb2.AnalysisOptions(no_store=no_store, skip_cache=skip_cache)
 
-    channel = dial(target)
+    try:
+        channel = dial(target)
+    except TlsError as err:  # a CA file that cannot be read, no certificate to take for --insecure
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    target = target.target if isinstance(target, Connection) else target
     stub = image_input_pb2_grpc.FaceAnalysisStub(channel)
     bar = tqdm(total=len(files), unit="image", desc="analyzing")
     run = _Run(files, names, options, out, visualize, target, bar)

@@ -7,6 +7,7 @@ import signal
 import sys
 from pathlib import Path
 
+from faceanalysis.cli import connect, keys_cmd
 from faceanalysis.runtime import services
 
 
@@ -26,7 +27,8 @@ def cmd_serve(args) -> int:
 def cmd_health(args) -> int:
     from faceanalysis.cli.stack import health_status
 
-    status = health_status(args.target, args.service, args.timeout)
+    status = health_status(connect.connection(args), args.service, args.timeout,
+                           report=lambda why: print(f"error: {why}", file=sys.stderr))
     print(status)
     return 0 if status == "SERVING" else 1
 
@@ -59,6 +61,7 @@ def cmd_up(args) -> int:
         return 0 if stop_requested else 1
     supervisor.start()
     try:
+        print(keys_cmd.local_stack_banner(settings.api_keys_file))
         print(f"redis            {stack.redis.url}")
         for name in services.START_ORDER:
             print(f"{name:16} grpc {stack.target(name):22} metrics {stack.metrics_urls[name]}")
@@ -89,6 +92,7 @@ def cmd_run(args) -> int:
     stack = LocalStack(models_dir=settings.models_dir.resolve(), archive_dir=settings.archive_dir.resolve(),
                        workdir=Path(args.workdir).resolve(), random_ports=args.random_ports)
     print(f"starting the local stack (logs in {stack.log_dir}) ...", flush=True)
+    print(keys_cmd.local_stack_banner(settings.api_keys_file), flush=True)
     try:
         with stack, Supervisor(stack):  # a service that exits during the run is restarted
             code = analyze(args.paths, stack.target("image-input"), Path(args.out), None, args.concurrency)
@@ -103,7 +107,8 @@ def cmd_run(args) -> int:
 def cmd_analyze(args) -> int:
     from faceanalysis.cli.analyze import analyze
 
-    return analyze(args.paths, args.target, Path(args.out), Path(args.visualize) if args.visualize else None,
+    return analyze(args.paths, connect.connection(args), Path(args.out),
+                   Path(args.visualize) if args.visualize else None,
                    args.concurrency, no_store=args.no_store, skip_cache=args.skip_cache,
                    retry_seconds=args.retry_seconds)
 
@@ -124,8 +129,12 @@ def cmd_models(args) -> int:
     if args.action == "quantize":
         return models_cmd.run_quantize(models_dir, Path(args.calibration), Path(args.eval) if args.eval else None,
                                        args.only, args.limit, progress=not args.quiet)
+    allow_unverified = args.allow_unverified or settings.allow_unverified_models
+    if args.action == "verify":
+        return models_cmd.run_verify(models_dir, args.only, allow_unverified)
     mirror = args.mirror if args.mirror is not None else settings.model_mirror
-    return models_cmd.run_pull(models_dir, args.only, mirror, args.force, progress=not args.quiet)
+    return models_cmd.run_pull(models_dir, args.only, mirror, args.force, progress=not args.quiet,
+                               allow_unverified=allow_unverified)
 
 
 def cmd_bench(args) -> int:
@@ -150,6 +159,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--target", default=f"localhost:{services.IMAGE_INPUT.grpc_port}")
     s.add_argument("--service", default="", help="gRPC service name; empty means the whole server")
     s.add_argument("--timeout", type=float, default=3.0)
+    connect.add_options(s)
     s.set_defaults(fn=cmd_health)
 
     s = sub.add_parser("up", help="run Redis and the four services on localhost, restarting any that exits, "
@@ -182,6 +192,7 @@ def parser() -> argparse.ArgumentParser:
                         "break and busy answers are retried")
     s.add_argument("--no-store", action="store_true", help="ask the server not to keep results")
     s.add_argument("--skip-cache", action="store_true", help="never answer from the result cache")
+    connect.add_options(s)
     s.set_defaults(fn=cmd_analyze)
 
     s = sub.add_parser("visualize", help="draw result JSON onto the images it came from")
@@ -195,23 +206,36 @@ def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--dir", help="models directory (default: FACEANALYSIS_MODELS_DIR or models/)")
     common.add_argument("--quiet", action="store_true", help="no progress bars")
-    actions = s.add_subparsers(dest="action", required=True, metavar="{pull,list,quantize}")
-    a = actions.add_parser("pull", parents=[common], help="fetch and verify model files")
-    a.add_argument("--only", choices=[n for n in services.SERVICES], help="only this service's models")
+    actions = s.add_subparsers(dest="action", required=True, metavar="{pull,list,verify,quantize}")
+    unverified = argparse.ArgumentParser(add_help=False)
+    unverified.add_argument("--only", choices=[n for n in services.SERVICES], help="only this service's models")
+    unverified.add_argument("--allow-unverified", action="store_true",
+                            help="accept files no known sha256 verifies "
+                                 "(default: FACEANALYSIS_ALLOW_UNVERIFIED_MODELS)")
+    a = actions.add_parser("pull", parents=[common, unverified], help="fetch and verify model files")
     a.add_argument("--mirror", help="directory or URL to pull from (default: FACEANALYSIS_MODEL_MIRROR)")
     a.add_argument("--force", action="store_true", help="fetch again even if present")
     actions.add_parser("list", parents=[common], help="model files and whether they are present")
+    actions.add_parser("verify", parents=[common, unverified],
+                       help="check a models directory: what each file is, its sha256 and preprocessing",
+                       description="Hash every model file and say what it is (official, a known variant, described "
+                                   "by the mirror it came from, an int8 copy, unknown), its sha256, what verified it "
+                                   "and the preprocessing face-attributes applies. Exit status 1 when a file is "
+                                   "missing, changed since the pull, unknown or unverified.")
     a = actions.add_parser(
         "quantize", parents=[common],
         help="write int8 copies of the age, gender and emotion models (served with FACEANALYSIS_INT8_MODELS)",
         description="Statically quantize the attribute models (QDQ, int8 weights per channel, uint8 "
-                    "activations), calibrated on the faces face-landmark finds in your photos, cut with "
-                    "FACEANALYSIS_FACE_MARGIN; then print how well int8 agrees with fp32.")
+                    "activations), calibrated on the faces face-landmark finds in your photos, cut with each "
+                    "model's own face margin (FACEANALYSIS_FACE_MARGIN overrides it); then print how well int8 "
+                    "agrees with fp32. Each int8 copy inherits its fp32 file's preprocessing.")
     a.add_argument("--calibration", required=True, metavar="DIR", help="photos with faces to calibrate on")
     a.add_argument("--eval", metavar="DIR", help="photos to compare fp32 and int8 on (default: --calibration)")
     a.add_argument("--only", default="age,gender,emotion", metavar="NAMES",
                    help="comma-separated subset of age,gender,emotion (default: all three)")
     a.add_argument("--limit", type=int, default=100, help="at most this many calibration faces (default 100)")
+
+    keys_cmd.add_parser(sub)
 
     s = sub.add_parser("bench", help="the local stack against a DeepFace.analyze + dlib loop on the same photos "
                                      "(make bench); `bench batching`: face-attributes batching alone")

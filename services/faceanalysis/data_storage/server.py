@@ -9,7 +9,7 @@ import grpc
 import redis
 
 from faceanalysis.data_storage.store import Archive, Store
-from faceanalysis.runtime import channels, config, metrics, results, services
+from faceanalysis.runtime import channels, config, metrics, results, services, tenants
 from faceanalysis.runtime.logging import log as log_fields
 from faceanalysis.runtime.server import ServiceApp
 from faceanalysis.runtime.work import run_blocking
@@ -50,26 +50,31 @@ class DataStorageServicer(data_storage_pb2_grpc.DataStorageServicer):
         return value
 
     async def StoreResult(self, request, context):
+        tenant = await tenants.require_valid(request.tenant, context)
         await results.require_valid_id(request.result.analysis_id, context)
-        path = await self._run("store", context, lambda: self.store.put(request.result, request.cache_key))
+        path = await self._run("store", context, lambda: self.store.put(tenant, request.result, request.cache_key))
         return data_storage_pb2.StoreResultResponse(archive_path=str(path))
 
     async def LookupCache(self, request, context):
+        tenant = await tenants.require_valid(request.tenant, context)
         if not request.cache_key:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "cache_key is empty")
-        found = await self._run("lookup", context, lambda: self.store.lookup(request.cache_key))
+        found = await self._run("lookup", context, lambda: self.store.lookup(tenant, request.cache_key))
         if found is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no cached result for this key")
         return data_storage_pb2.StoredResult(result=found)
 
     async def GetResult(self, request, context):
+        tenant = await tenants.require_valid(request.tenant, context)
         await results.require_valid_id(request.analysis_id, context)
-        found = await self._run("get", context, lambda: self.store.get(request.analysis_id))
+        found = await self._run("get", context, lambda: self.store.get(tenant, request.analysis_id))
         if found is None:
+            # The same answer for another tenant's id as for a missing one: existence never leaks.
             await context.abort(grpc.StatusCode.NOT_FOUND, f"analysis {request.analysis_id} not found")
         return data_storage_pb2.StoredResult(result=found)
 
     async def ListResults(self, request, context):
+        tenant = await tenants.require_valid(request.tenant, context)
         if request.page_size < 0:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_size must not be negative")
         size = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
@@ -79,7 +84,7 @@ class DataStorageServicer(data_storage_pb2_grpc.DataStorageServicer):
                 raise ValueError
         except ValueError:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_token is not one this server issued")
-        found, more = await self._run("list", context, lambda: self.store.list(size, offset))
+        found, more = await self._run("list", context, lambda: self.store.list(tenant, size, offset))
         return image_input_pb2.ListAnalysesResponse(
             analyses=[
                 image_input_pb2.AnalysisSummary(analysis_id=r.analysis_id, face_count=len(r.faces),
@@ -90,8 +95,10 @@ class DataStorageServicer(data_storage_pb2_grpc.DataStorageServicer):
         )
 
     async def DeleteResult(self, request, context):
+        tenant = await tenants.require_valid(request.tenant, context)
         await results.require_valid_id(request.analysis_id, context)
-        deleted = await self._run("delete", context, lambda: self.store.delete(request.analysis_id))
+        # Another tenant's id is left alone and answers deleted=false, like a missing one.
+        deleted = await self._run("delete", context, lambda: self.store.delete(tenant, request.analysis_id))
         return image_input_pb2.DeleteAnalysisResponse(deleted=deleted)
 
 

@@ -15,22 +15,32 @@ numbers do not change.
 int8: for each model named in `int8_models` (FACEANALYSIS_INT8_MODELS) that session is built on
 the statically quantized copy `faceanalysis models quantize` wrote beside the fp32 file
 (models/quantize.py); DeepFace's client code around it is unchanged.
+
+Each model's face is cut with that model's own margin: what its weights want, from the models
+directory's record (models.lock.json, written by `models pull`) or, without one, from the manifest
+entry its sha256 matches (models/provenance.py). DeepFace's official weights want 0, the stand-ins
+of ../shared/models 0.4. FACEANALYSIS_FACE_MARGIN, when set, overrides every model's margin, and a
+WARNING names both values wherever they differ. Models that agree share one cut; otherwise a batch
+carries one cut per distinct margin (shape (n, groups, 224, 224, 3)) and each model reads its own.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import math
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 
 from faceanalysis import models
+from faceanalysis.models import provenance
 from faceanalysis.runtime import cpu, memory, metrics
 from faceanalysis.runtime.logging import log
 
@@ -43,6 +53,9 @@ MODEL_FILES = {
     "Emotion": "facial_expression_model_weights.onnx",
 }
 INPUT_SIZE = (224, 224)
+# The preprocessing this service (with DeepFace's client code) applies besides the margin: a
+# model file whose recorded preprocessing asks for anything else is refused at load.
+SUPPORTED_PREPROCESSING = {"input_size": list(INPUT_SIZE), "color_order": "BGR", "pixel_range": [0, 1]}
 # The age interval covers the central 80 % of the model's age distribution.
 AGE_INTERVAL = (0.1, 0.9)
 
@@ -137,20 +150,21 @@ def prepare_face(face_bgr: np.ndarray) -> np.ndarray:
     return preprocessing.resize_image(img=img, target_size=INPUT_SIZE)[0]
 
 
-def run_models(clients: dict, batch: np.ndarray, observe: bool = True) -> dict[str, np.ndarray]:
-    """Each model's raw output for a (n, 224, 224, 3) batch, through DeepFace's client code: the
-    age session is fed the batch as it is, gender and emotion go through their clients' predict
-    (emotion's turns each face into a 48x48 gray image first)."""
+def run_models(clients: dict, batch: np.ndarray | dict[str, np.ndarray], observe: bool = True) -> dict[str, np.ndarray]:
+    """Each model's raw output for a (n, 224, 224, 3) batch (or one such batch per model name),
+    through DeepFace's client code: the age session is fed the batch as it is, gender and emotion
+    go through their clients' predict (emotion's turns each face into a 48x48 gray image first)."""
     from deepface.commons import onnx_utils
 
-    n = len(batch)
+    inputs = batch if isinstance(batch, dict) else {name: batch for name in MODEL_FILES}
+    n = len(inputs["Age"])
     timed = metrics.observe_inference if observe else (lambda *_: contextlib.nullcontext())
     with timed("age", n):
-        ages = np.atleast_2d(onnx_utils.run_session(clients["Age"].model, batch))
+        ages = np.atleast_2d(onnx_utils.run_session(clients["Age"].model, inputs["Age"]))
     with timed("gender", n):
-        genders = np.atleast_2d(clients["Gender"].predict(batch))
+        genders = np.atleast_2d(clients["Gender"].predict(inputs["Gender"]))
     with timed("emotion", n):
-        emotions = np.atleast_2d(clients["Emotion"].predict(batch))
+        emotions = np.atleast_2d(clients["Emotion"].predict(inputs["Emotion"]))
     return {"Age": ages, "Gender": genders, "Emotion": emotions}
 
 
@@ -169,10 +183,11 @@ class _RecordingSession:
         return [np.zeros((len(value), 1), np.float32)]  # read by nothing we keep
 
 
-def session_inputs(batch: np.ndarray) -> dict[str, np.ndarray]:
-    """The exact tensor each model's session receives when Predictor.predict runs on `batch`
-    (name as in MODEL_FILES -> array). DeepFace's own clients make them, with recording stand-ins
-    for their sessions, so no model is loaded."""
+def session_inputs(batch: np.ndarray | dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The exact tensor each model's session receives when Predictor.predict runs on `batch` (one
+    (n, 224, 224, 3) array for every model, or one per model name) (name as in MODEL_FILES ->
+    array). DeepFace's own clients make them, with recording stand-ins for their sessions, so no
+    model is loaded."""
     os.environ["DEEPFACE_BACKEND_ENGINE"] = "onnx"
     clients = {name: deepface_client(name, _RecordingSession()) for name in MODEL_FILES}
     run_models(clients, batch, observe=False)
@@ -194,6 +209,59 @@ def emotion_scores(emotion: np.ndarray) -> np.ndarray:
     return scores.astype(np.float64)
 
 
+def models_root(weights_dir: Path) -> Path:
+    """<models_dir>/.deepface/weights -> <models_dir> (where models.lock.json is); any other folder
+    stands for itself."""
+    weights_dir = Path(weights_dir)
+    if weights_dir.name == "weights" and weights_dir.parent.name == ".deepface":
+        return weights_dir.parent.parent
+    return weights_dir
+
+
+def fp32_provenance(weights_dir: Path, name: str, record: dict | None = None) -> provenance.Provenance:
+    """What the fp32 file of model `name` (as in MODEL_FILES) in `weights_dir` is and needs."""
+    file = MODEL_FILES[name]
+    return provenance.resolve(models_root(weights_dir), Path(weights_dir) / file, models.manifest().get(file),
+                              record=record)
+
+
+def check_preprocessing(prov: provenance.Provenance, file: str) -> None:
+    """UnsupportedPreprocessing when the weights ask for something other than what we feed them."""
+    for key, value in SUPPORTED_PREPROCESSING.items():
+        wanted = prov.preprocessing.get(key, value)
+        if (list(wanted) if isinstance(wanted, (list, tuple)) else wanted) != value:
+            raise models.UnsupportedPreprocessing(
+                f"{file} (sha256 {prov.sha256[:12]}, preprocessing from {prov.preprocessing_from}) wants "
+                f"{key}={json.dumps(wanted)}, but face-attributes feeds DeepFace's client {key}={json.dumps(value)}: "
+                f"this service cannot serve these weights as they are")
+    margin = prov.preprocessing.get("face_margin", 0.0)
+    if not isinstance(margin, (int, float)) or not 0 <= margin <= 1:
+        raise models.UnsupportedPreprocessing(
+            f"{file} (preprocessing from {prov.preprocessing_from}): face_margin must be a number in [0, 1], "
+            f"got {margin!r}")
+
+
+def effective_margins(own: dict[str, float], override: float | None, files: dict[str, str],
+                      origins: dict[str, str] | None = None) -> dict[str, float]:
+    """Each model's margin: its own, or `override` (FACEANALYSIS_FACE_MARGIN) for all, with a
+    WARNING for each model whose own margin it changes."""
+    if override is None:
+        return dict(own)
+    for name, margin in own.items():
+        if not math.isclose(margin, override, abs_tol=1e-9):
+            origin = f" ({origins[name]})" if origins and name in origins else ""
+            log(logger, logging.WARNING,
+                f"FACEANALYSIS_FACE_MARGIN={override:g} overrides the face margin {margin:g} that "
+                f"{files[name]}'s weights want{origin}", model=name.lower(), override=override, model_margin=margin)
+    return {name: float(override) for name in own}
+
+
+def margin_groups(margins: dict[str, float]) -> tuple[tuple[float, ...], dict[str, int]]:
+    """The distinct margins, and for each model the index of its own among them."""
+    distinct = tuple(sorted(set(margins.values())))
+    return distinct, {name: distinct.index(m) for name, m in margins.items()}
+
+
 def parse_int8_models(value: str | Iterable[str] | None) -> tuple[str, ...]:
     """FACEANALYSIS_INT8_MODELS ("age,emotion") to model names as in MODEL_FILES (("Age", "Emotion"))."""
     from faceanalysis.models.quantize import check_names
@@ -203,7 +271,10 @@ def parse_int8_models(value: str | Iterable[str] | None) -> tuple[str, ...]:
 
 
 class Predictor:
-    def __init__(self, models_dir: Path, cpus: int | None = None, int8_models: str | Iterable[str] = ""):
+    def __init__(self, models_dir: Path, cpus: int | None = None, int8_models: str | Iterable[str] = "",
+                 face_margin: float | None = None):
+        """`face_margin`: FACEANALYSIS_FACE_MARGIN, an override of every model's own margin (None: each
+        model's own, from its metadata)."""
         from faceanalysis.models.quantize import int8_path
 
         self.int8 = parse_int8_models(int8_models)
@@ -235,23 +306,78 @@ class Predictor:
             # before the next model loads, so start-up peaks at one model's load, not all three.
             memory.release()
             metrics.MODEL_LOAD.labels(name.lower()).set(time.perf_counter() - start)
+        # What each served file is and needs, hashed once here (never per call).
+        self.provenance = self._resolve(Path(models_dir))
+        own = {n: p.face_margin for n, p in self.provenance.items()}
+        self.own_margins = own
+        self.margins = effective_margins(own, face_margin, {n: p.name for n, p in paths.items()},
+                                         {n: f"from {p.preprocessing_from}" for n, p in self.provenance.items()})
+        self.groups, self.group_of = margin_groups(self.margins)
         log(logger, logging.INFO, "attribute models loaded", models=list(MODEL_FILES), threads=self.threads,
             providers=self.clients["Age"].model.get_providers(), spinning=False,
             precision={n.lower(): "int8" if n in self.int8 else "fp32" for n in MODEL_FILES},
-            files={n.lower(): p.name for n, p in paths.items()})
+            files={n.lower(): p.name for n, p in paths.items()},
+            sha256={n.lower(): p.sha256 for n, p in self.provenance.items()},
+            weights={n.lower(): f"{p.identity}: {p.description}" for n, p in self.provenance.items()},
+            face_margin={n.lower(): m for n, m in self.margins.items()},
+            margin_source="FACEANALYSIS_FACE_MARGIN" if face_margin is not None else "model metadata")
+
+    def _resolve(self, models_dir: Path) -> dict[str, provenance.Provenance]:
+        record = provenance.read_record(models_dir)
+        out = {}
+        for name, file in MODEL_FILES.items():
+            entry = models.manifest().get(file)
+            path = self.paths[name]
+            if name not in self.int8:
+                prov = provenance.resolve(models_dir, path, entry, record=record)
+            else:
+                meta = self.clients[name].model.get_modelmeta().custom_metadata_map
+                prov = provenance.resolve(models_dir, path, None, metadata=meta, record=record)
+                if prov.identity == models.UNKNOWN:  # neither recorded nor carrying its fp32 file's preprocessing
+                    fp32 = provenance.resolve(models_dir, entry.location(models_dir), entry, record=record)
+                    log(logger, logging.WARNING, f"{path.name} carries no preprocessing: using that of {file} beside "
+                        f"it; quantize again with `faceanalysis models quantize` to record it", model=name.lower())
+                    prov = replace(fp32, path=prov.path, sha256=prov.sha256, identity=provenance.INT8,
+                                   description=f"int8 copy of {file}", preprocessing_from=f"{file} beside it",
+                                   derived_from=None)
+            check_preprocessing(prov, path.name)
+            out[name] = prov
+        return out
 
     @property
-    def model_infos(self) -> list[tuple[str, str, str]]:
-        """(name, task, file) per model; file is the one served, so an int8 result says so."""
-        return [(f"deepface_{n.lower()}", n.lower(), self.paths[n].name) for n in MODEL_FILES]
+    def model_infos(self) -> list[models.ServedModel]:
+        """Per model: the file served (so an int8 result says so), its sha256, and the settings that
+        shape its answers (its face margin and precision)."""
+        return [models.ServedModel(
+            f"deepface_{n.lower()}", n.lower(), self.paths[n].name, self.provenance[n].sha256,
+            {"face_margin": models.parameter(self.margins[n]), "precision": "int8" if n in self.int8 else "fp32"})
+            for n in MODEL_FILES]
+
+    def batch_shape(self, n: int) -> tuple[int, ...]:
+        """The shape of a batch of n faces as prepare_crop's results stack."""
+        return (n, *INPUT_SIZE, 3) if len(self.groups) == 1 else (n, len(self.groups), *INPUT_SIZE, 3)
+
+    def prepare_crop(self, crop: np.ndarray, face_width: float, face_height: float) -> np.ndarray:
+        """An aligned crop (uint8 BGR) to the models' input: the face cut at each distinct margin
+        the models want, (224, 224, 3) float32 in [0, 1], or (groups, 224, 224, 3)."""
+        faces = [prepare_face(cut_face(crop, face_width, face_height, m)) for m in self.groups]
+        return faces[0] if len(faces) == 1 else np.stack(faces)
 
     def prepare(self, face_bgr: np.ndarray) -> np.ndarray:
-        """One face (uint8 BGR) to DeepFace's model input: (224, 224, 3) float32 in [0, 1]."""
+        """One face (uint8 BGR), already cut, to DeepFace's model input: (224, 224, 3) float32 in [0, 1]."""
         return prepare_face(face_bgr)
 
+    def inputs(self, batch: np.ndarray) -> np.ndarray | dict[str, np.ndarray]:
+        """A (n, 224, 224, 3) batch goes to every model; a (n, groups, 224, 224, 3) one is split,
+        each model reading the cut at its own margin."""
+        if batch.ndim == 4:
+            return batch
+        return {name: np.ascontiguousarray(batch[:, self.group_of[name]]) for name in MODEL_FILES}
+
     def predict(self, batch: np.ndarray) -> list[Attributes]:
-        """Age, gender and emotion for a (n, 224, 224, 3) batch, in one inference per model."""
-        raw = run_models(self.clients, batch)
+        """Age, gender and emotion for a (n, 224, 224, 3) batch (or (n, groups, 224, 224, 3), see
+        prepare_crop), in one inference per model."""
+        raw = run_models(self.clients, self.inputs(batch))
         out = []
         for age_dist, gender, emotion in zip(raw["Age"], raw["Gender"], raw["Emotion"]):
             low, high = age_interval(age_dist)

@@ -11,7 +11,7 @@ import numpy as np
 
 from faceanalysis import models
 from faceanalysis.face_attributes.batcher import Batcher, DeadlineExpired, QueueFull
-from faceanalysis.face_attributes.predictor import EMOTIONS, INPUT_SIZE, Predictor, cut_face
+from faceanalysis.face_attributes.predictor import EMOTIONS, Predictor
 from faceanalysis.runtime import channels, config, cpu, rawimage, services, timing
 from faceanalysis.runtime.server import NotReady, ServiceApp
 from faceanalysis.runtime.work import Admission, Overloaded, abort_overloaded, run_blocking
@@ -39,6 +39,7 @@ class FaceAttributesServicer(face_attributes_pb2_grpc.FaceAttributesServicer):
     def __init__(self, settings: config.Settings):
         self.settings = settings
         self.predictor: Predictor | None = None
+        self.model_infos: list = []
         self.batcher: Batcher | None = None
         # Faces from arrival to answer (preprocessing included); the batcher's own queue bound
         # is the same number, a backstop for faces this count has not seen yet.
@@ -46,14 +47,18 @@ class FaceAttributesServicer(face_attributes_pb2_grpc.FaceAttributesServicer):
 
     def load(self) -> None:
         try:
+            # Each model's face margin comes from its weights' metadata; FACEANALYSIS_FACE_MARGIN,
+            # when set, overrides it (logged where it differs).
             self.predictor = Predictor(self.settings.models_dir, cpus=cpu.available_cpus(self.settings.cpu_limit),
-                                       int8_models=self.settings.int8_models)
+                                       int8_models=self.settings.int8_models, face_margin=self.settings.face_margin)
         except models.ModelMissing as err:
             raise NotReady(str(err)) from None
+        # The result's provenance, built once: file, sha256, margin and precision per model.
+        self.model_infos = timing.model_infos(self.predictor.model_infos)
         # Warm-up: a real inference of every model, at one face and at a full batch, the two shapes
         # most batches have (a call is never run in pieces larger than batch_max_size).
         for size in sorted({1, self.settings.batch_max_size}):
-            self.predictor.predict(np.zeros((size, *INPUT_SIZE, 3), dtype=np.float32))
+            self.predictor.predict(np.zeros(self.predictor.batch_shape(size), dtype=np.float32))
         self.batcher = Batcher(self.predictor.predict, self.settings.batch_max_size, self.settings.batch_wait_ms,
                                self.settings.batch_queue_max_faces)
 
@@ -62,16 +67,21 @@ class FaceAttributesServicer(face_attributes_pb2_grpc.FaceAttributesServicer):
             self.batcher.close()
 
     def _prepare(self, crops) -> np.ndarray:
-        """Blocking: the model input batch (n, 224, 224, 3) float32 for a call's crops."""
+        """Blocking: the model input batch for a call's crops: (n, 224, 224, 3) float32, or
+        (n, groups, 224, 224, 3) when the models want different margins."""
         faces = []
         for crop in crops:
             if crop.face_width <= 0 or crop.face_height <= 0:
                 raise rawimage.BadRawImage(f"face size in the crop must be positive, got "
                                            f"{crop.face_width}x{crop.face_height}")
             pixels = rawimage.from_message(crop.image)
-            faces.append(self.predictor.prepare(cut_face(pixels, crop.face_width, crop.face_height,
-                                                         self.settings.face_margin)))
-        return np.stack(faces) if faces else np.zeros((0, *INPUT_SIZE, 3), np.float32)
+            faces.append(self.predictor.prepare_crop(pixels, crop.face_width, crop.face_height))
+        return np.stack(faces) if faces else np.zeros(self.predictor.batch_shape(0), np.float32)
+
+    async def DescribeModels(self, request, context):
+        if self.batcher is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "face-attributes is still loading its models")
+        return common_pb2.DescribeModelsResponse(models=self.model_infos)
 
     async def PredictAttributes(self, request, context):
         if self.batcher is None:
@@ -103,7 +113,7 @@ class FaceAttributesServicer(face_attributes_pb2_grpc.FaceAttributesServicer):
                 await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed while waiting for inference")
         return face_attributes_pb2.PredictAttributesResponse(
             attributes=[to_message(a) for a in results],
-            models=timing.model_infos(self.predictor.model_infos),
+            models=self.model_infos,
             timings=timings,
         )
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from faceanalysis import models
 from faceanalysis.face_landmark import alignment, detectors
+from faceanalysis.models import provenance
 from faceanalysis.runtime import metrics
 
 log = logging.getLogger(__name__)
@@ -40,14 +41,24 @@ class Landmarker:
                  detection_max_side: int = 640, detection_min_face: int = 48):
         # detection_max_side and detection_min_face (see runtime/config.py) size YuNet's input;
         # the Haar and HOG detectors always search the full image.
+        # What a result names (ModelInfo): each file's sha256, hashed once here, and the settings
+        # that shape the answers.
+        detector_sha256, detector_parameters = "", {}
         if detector == "yunet":
             path = models.locate(models_dir, YUNET_FILE)
             self._make_detector = lambda: detectors.YuNetDetector(path, threshold, detection_max_side,
                                                                   detection_min_face)
+            detector_sha256 = provenance.file_sha256(path)
+            detector_parameters = {"detection_threshold": models.parameter(threshold),
+                                   "detection_max_side": models.parameter(detection_max_side),
+                                   "detection_min_face": models.parameter(detection_min_face)}
         elif detector == "haar":
             self._make_detector = detectors.HaarDetector
+            detector_sha256 = provenance.file_sha256(Path(cv2.data.haarcascades) / detectors.HaarDetector.model_file)
+            detector_parameters = {"opencv": cv2.__version__}
         elif detector == "hog":
             self._make_detector = detectors.HogDetector
+            detector_parameters = {"dlib": dlib.__version__}  # built into dlib: no file to hash
         else:
             raise ValueError(f"unknown detector {detector!r}; choose yunet, haar or hog")
         # OpenCV's detectors keep per-call state (YuNet's input size): one instance per thread.
@@ -56,9 +67,16 @@ class Landmarker:
         first = self.detector
         metrics.MODEL_LOAD.labels(first.name).set(time.perf_counter() - start)
         start = time.perf_counter()
-        self.predictor = dlib.shape_predictor(str(models.locate(models_dir, PREDICTOR_FILE)))
+        predictor_path = models.locate(models_dir, PREDICTOR_FILE)
+        self.predictor = dlib.shape_predictor(str(predictor_path))
         metrics.MODEL_LOAD.labels("dlib_68").set(time.perf_counter() - start)
         self.crop_size = crop_size
+        self._model_infos = [
+            models.ServedModel(first.name, "face_detection", first.model_file, detector_sha256, detector_parameters),
+            # The aligned crop sent to face-attributes is cut around these landmarks' eyes.
+            models.ServedModel("dlib_68", "landmarks", PREDICTOR_FILE, provenance.file_sha256(predictor_path),
+                               {"crop_size": models.parameter(crop_size)}),
+        ]
 
     @property
     def detector(self):
@@ -67,10 +85,9 @@ class Landmarker:
         return self._local.detector
 
     @property
-    def model_infos(self) -> list[tuple[str, str, str]]:
-        """(name, task, file) for each model that contributes to a result."""
-        return [(self.detector.name, "face_detection", self.detector.model_file),
-                ("dlib_68", "landmarks", PREDICTOR_FILE)]
+    def model_infos(self) -> list[models.ServedModel]:
+        """Each model that contributes to a result: file, sha256, and the settings that shape it."""
+        return list(self._model_infos)
 
     def detect(self, bgr: np.ndarray) -> list[detectors.Detection]:
         with metrics.observe_inference(self.detector.name, 1):

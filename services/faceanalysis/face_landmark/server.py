@@ -37,6 +37,7 @@ class FaceLandmarkServicer(face_landmark_pb2_grpc.FaceLandmarkServicer):
         self.admission = Admission(services.FACE_LANDMARK.name, settings.max_concurrent_images,
                                    queue=settings.admission_queue, wait_seconds=settings.admission_wait_seconds)
         self.landmarker: Landmarker | None = None
+        self.model_infos: list = []
 
     def load(self) -> None:
         # OpenCV sizes its thread pool by the node's cores; a pod limited to 2 CPUs on a 64-core
@@ -50,6 +51,7 @@ class FaceLandmarkServicer(face_landmark_pb2_grpc.FaceLandmarkServicer):
                                          self.settings.detection_max_side, self.settings.detection_min_face)
         except models.ModelMissing as err:
             raise NotReady(str(err)) from None
+        self.model_infos = timing.model_infos(self.landmarker.model_infos)  # built once, hashes included
         # Warm-up: one real detection on a blank frame proves the models run.
         self.landmarker.analyze(np.zeros((240, 320, 3), dtype=np.uint8))
 
@@ -74,12 +76,17 @@ class FaceLandmarkServicer(face_landmark_pb2_grpc.FaceLandmarkServicer):
                         f"the face detector cannot process a {header.width}x{header.height} image: "
                         f"{err.err or err}") from None
             response = face_landmark_pb2.DetectFacesResponse(
-                faces=[to_message(f) for f in faces], models=timing.model_infos(self.landmarker.model_infos),
+                faces=[to_message(f) for f in faces], models=self.model_infos,
                 timings=timings)
             return response, (header.width, header.height)
         finally:
             del bgr
             memory.release(header.decoded_bytes)
+
+    async def DescribeModels(self, request, context):
+        if self.landmarker is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "face-landmark is still loading its models")
+        return common_pb2.DescribeModelsResponse(models=self.model_infos)
 
     async def DetectFaces(self, request, context):
         if self.landmarker is None:

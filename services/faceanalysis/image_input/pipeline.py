@@ -14,9 +14,12 @@ import uuid
 import grpc
 from google.protobuf import timestamp_pb2
 
+from faceanalysis.image_input import fingerprint
+from faceanalysis.image_input.fingerprint import Fingerprint
 from faceanalysis.runtime import channels, config, imagecodec, metrics, timing
 from faceanalysis.runtime.channels import Peer, PeerError
 from faceanalysis.runtime.logging import log as log_fields
+from faceanalysis.runtime.tls import peer_credentials
 from faceanalysis.runtime.work import run_blocking
 from faceanalysis.v1 import (
     common_pb2,
@@ -29,17 +32,8 @@ from faceanalysis.v1 import (
 )
 
 log = logging.getLogger(__name__)
-# Bumped when a change alters results, so the cache never serves answers of an older pipeline.
-PIPELINE_VERSION = "2"
 # A cache lookup is an optimisation: never let a slow one eat the analysis' time.
 CACHE_LOOKUP_SECONDS = 2.0
-
-
-def cache_key(sha256: str) -> str:
-    # No request option changes what the pipeline computes (skip_cache and no_store only change
-    # how the result is handled), so the key is the image plus the pipeline version. An option
-    # that changes results must join the key.
-    return f"{sha256}:v{PIPELINE_VERSION}"
 
 
 class Pipeline:
@@ -47,24 +41,26 @@ class Pipeline:
         self.settings = settings
         self.limits = imagecodec.Limits.from_settings(settings)
         peer = dict(timeout=settings.rpc_timeout_seconds, retry_seconds=settings.peer_retry_seconds)
+        tls = dict(credentials=peer_credentials(settings))  # None: plaintext peers
         self.channels = [
-            channels.dial(settings.landmark_target, max_message_bytes=settings.image_message_bytes),
-            channels.dial(settings.attributes_target, max_message_bytes=channels.PEER_MESSAGE_BYTES),
-            channels.dial(settings.storage_target, max_message_bytes=channels.PEER_MESSAGE_BYTES),
+            channels.dial(settings.landmark_target, max_message_bytes=settings.image_message_bytes, **tls),
+            channels.dial(settings.attributes_target, max_message_bytes=channels.PEER_MESSAGE_BYTES, **tls),
+            channels.dial(settings.storage_target, max_message_bytes=channels.PEER_MESSAGE_BYTES, **tls),
         ]
         self.landmark = Peer("face-landmark", face_landmark_pb2_grpc.FaceLandmarkStub(self.channels[0]), **peer)
         self.attributes = Peer("face-attributes", face_attributes_pb2_grpc.FaceAttributesStub(self.channels[1]),
                                **peer)
         self.storage = Peer("data-storage", data_storage_pb2_grpc.DataStorageStub(self.channels[2]), **peer)
+        self.fingerprint = Fingerprint([self.landmark, self.attributes], settings.cache_models_refresh_seconds)
 
     async def close(self) -> None:
         for channel in self.channels:
             await channel.close()
 
-    async def _cached(self, key: str, deadline: float | None) -> common_pb2.AnalysisResult | None:
+    async def _cached(self, tenant: str, key: str, deadline: float | None) -> common_pb2.AnalysisResult | None:
         try:
-            found = await self.storage.call("LookupCache", data_storage_pb2.LookupCacheRequest(cache_key=key),
-                                            deadline, timeout=CACHE_LOOKUP_SECONDS)
+            request = data_storage_pb2.LookupCacheRequest(cache_key=key, tenant=tenant)
+            found = await self.storage.call("LookupCache", request, deadline, timeout=CACHE_LOOKUP_SECONDS)
         except PeerError as err:
             metrics.CACHE_LOOKUPS.labels("miss" if err.peer_code == grpc.StatusCode.NOT_FOUND else "error").inc()
             return None
@@ -73,18 +69,22 @@ class Pipeline:
         result.cached = True
         return result
 
-    async def analyze(self, data: bytes, options: common_pb2.AnalysisOptions,
-                      deadline: float | None = None) -> common_pb2.AnalysisResult:
-        """Raises imagecodec.InputError for the client's bad input and PeerError for a peer's failure."""
+    async def analyze(self, data: bytes, options: common_pb2.AnalysisOptions, deadline: float | None = None, *,
+                      tenant: str) -> common_pb2.AnalysisResult:
+        """Analyzes `data` for `tenant`, whose cache it looks in and whose results it adds to.
+
+        Raises imagecodec.InputError for the client's bad input and PeerError for a peer's failure."""
         started = time.perf_counter()
         timings: list = []
         with timing.stage(timings, "inspect"):
             # Hashing 20 MB takes ~50 ms: off the event loop.
             header = await run_blocking(imagecodec.inspect, data, self.limits)
-        key = cache_key(header.sha256)
+        # The key: the image and the models (with their settings) that answer for it; see fingerprint.py.
         use_cache = not options.skip_cache and not options.no_store
-        if use_cache and (hit := await self._cached(key, deadline)) is not None:
-            return hit
+        if use_cache and (models_now := await self.fingerprint.current()) is not None:
+            hit = await self._cached(tenant, fingerprint.cache_key(header.sha256, models_now), deadline)
+            if hit is not None:
+                return hit
 
         detected = await self.landmark.call("DetectFaces", face_landmark_pb2.DetectFacesRequest(image=data), deadline,
                                             client_input=True)
@@ -116,14 +116,16 @@ class Pipeline:
 
         if not options.no_store:
             with timing.stage(result.timings, "data_storage"):
-                await self._store(result, key, deadline)
+                key = fingerprint.cache_key(header.sha256, fingerprint.digest(result.models))
+                await self._store(tenant, result, key, deadline)
         result.timings.add(stage="total", seconds=time.perf_counter() - started)
         return result
 
-    async def _store(self, result: common_pb2.AnalysisResult, key: str, deadline: float | None) -> None:
+    async def _store(self, tenant: str, result: common_pb2.AnalysisResult, key: str,
+                     deadline: float | None) -> None:
         try:
-            await self.storage.call("StoreResult", data_storage_pb2.StoreResultRequest(result=result, cache_key=key),
-                                    deadline)
+            request = data_storage_pb2.StoreResultRequest(result=result, cache_key=key, tenant=tenant)
+            await self.storage.call("StoreResult", request, deadline)
             result.stored = True
         except PeerError as err:
             if err.code == grpc.StatusCode.CANCELLED:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 import grpc
 
 from faceanalysis.image_input.pipeline import Pipeline
-from faceanalysis.runtime import config, imagecodec, results, services
+from faceanalysis.runtime import auth, config, imagecodec, results, services, tenants, work
 from faceanalysis.runtime.channels import PeerError
 from faceanalysis.runtime.logging import log as log_fields
 from faceanalysis.runtime.server import ServiceApp
@@ -21,12 +20,10 @@ _END = object()
 SHUTTING_DOWN = ("image-input is shutting down; reconnect and send again the images that got no answer")
 
 
-def _deadline(context) -> float | None:
-    remaining = context.time_remaining()
-    return None if remaining is None else time.monotonic() + remaining
-
-
 class FaceAnalysisServicer(image_input_pb2_grpc.FaceAnalysisServicer):
+    """Each call works for the caller's tenant: `tenants.current()`, bound by the API key
+    interceptor (`default` when keys are off), read once per call and passed on explicitly."""
+
     def __init__(self, settings: config.Settings, pipeline: Pipeline):
         self.settings, self.pipeline = settings, pipeline
         self.admission = Admission(services.IMAGE_INPUT.name, settings.max_concurrent_images,
@@ -36,14 +33,15 @@ class FaceAnalysisServicer(image_input_pb2_grpc.FaceAnalysisServicer):
     async def drain(self) -> None:
         self.draining.set()
 
-    async def _analyze(self, request, deadline: float | None):
+    async def _analyze(self, request, deadline: float | None, tenant: str):
         """One admitted image. Raises Overloaded, imagecodec.InputError or PeerError."""
         async with self.admission.admitted(deadline=deadline):
-            return await self.pipeline.analyze(request.image, request.options, deadline)
+            return await self.pipeline.analyze(request.image, request.options, deadline, tenant=tenant)
 
     async def AnalyzeImage(self, request, context):
+        tenant = tenants.current()
         try:
-            result = await self._analyze(request, _deadline(context))
+            result = await self._analyze(request, work.deadline(context), tenant)
         except Overloaded as err:
             await abort_overloaded(context, err)
         except imagecodec.InputError as err:
@@ -51,15 +49,16 @@ class FaceAnalysisServicer(image_input_pb2_grpc.FaceAnalysisServicer):
             await context.abort(err.code, err.message)
         except PeerError as err:
             await context.abort(err.code, err.message, trailing_metadata=OVERLOADED if err.overloaded else ())
-        log_fields(log, logging.INFO, "analyzed", analysis_id=result.analysis_id, faces=len(result.faces),
-                   stored=result.stored, cached=result.cached, bytes=len(request.image))
+        log_fields(log, logging.INFO, "analyzed", tenant=tenant, analysis_id=result.analysis_id,
+                   faces=len(result.faces), stored=result.stored, cached=result.cached, bytes=len(request.image))
         return image_input_pb2.AnalyzeImageResponse(result=result)
 
-    async def _item(self, index: int, request, deadline: float | None) -> image_input_pb2.AnalyzeImagesResponse:
+    async def _item(self, index: int, request, deadline: float | None,
+                    tenant: str) -> image_input_pb2.AnalyzeImagesResponse:
         """The answer to one image of a stream: its result, or its error (the stream goes on)."""
         reply = image_input_pb2.AnalyzeImagesResponse(index=index, client_ref=request.client_ref)
         try:
-            reply.result.CopyFrom(await self._analyze(request, deadline))
+            reply.result.CopyFrom(await self._analyze(request, deadline, tenant))
         except Overloaded as err:
             reply.error.code, reply.error.message, reply.error.retryable = "RESOURCE_EXHAUSTED", str(err), True
         except PeerError as err:
@@ -83,7 +82,7 @@ class FaceAnalysisServicer(image_input_pb2_grpc.FaceAnalysisServicer):
         SIGTERM the stream stops reading, answers what it holds, then ends with UNAVAILABLE so
         the client resumes elsewhere.
         """
-        deadline = _deadline(context)
+        deadline, tenant = work.deadline(context), tenants.current()
         slots = asyncio.Semaphore(self.settings.stream_max_in_flight)
         answers: asyncio.Queue = asyncio.Queue()
         tasks: set[asyncio.Task] = set()
@@ -116,7 +115,7 @@ class FaceAnalysisServicer(image_input_pb2_grpc.FaceAnalysisServicer):
                     if request is None:
                         stopped_by_drain = self.draining.is_set()
                         break
-                    task = asyncio.create_task(self._item(index, request, deadline))
+                    task = asyncio.create_task(self._item(index, request, deadline, tenant))
                     task.add_done_callback(lambda t: answers.put_nowait(t.result()) if not t.cancelled() else None)
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
@@ -139,7 +138,7 @@ class FaceAnalysisServicer(image_input_pb2_grpc.FaceAnalysisServicer):
         if stopped_by_drain:
             await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
 
-    # --- stored results ---------------------------------------------------------------
+    # --- stored results: the caller's tenant's only ------------------------------------
     async def _storage(self, context, method: str, request):
         try:
             return await self.pipeline.storage.call(method, request)
@@ -151,18 +150,21 @@ class FaceAnalysisServicer(image_input_pb2_grpc.FaceAnalysisServicer):
     async def GetAnalysis(self, request, context):
         await results.require_valid_id(request.analysis_id, context)
         found = await self._storage(context, "GetResult", data_storage_pb2.GetResultRequest(
-            analysis_id=request.analysis_id))
+            analysis_id=request.analysis_id, tenant=tenants.current()))
         return image_input_pb2.GetAnalysisResponse(result=found.result)
 
     async def ListAnalyses(self, request, context):
-        return await self._storage(context, "ListResults", request)
+        return await self._storage(context, "ListResults", data_storage_pb2.ListResultsRequest(
+            page_size=request.page_size, page_token=request.page_token, tenant=tenants.current()))
 
     async def DeleteAnalysis(self, request, context):
         await results.require_valid_id(request.analysis_id, context)
-        return await self._storage(context, "DeleteResult", request)
+        return await self._storage(context, "DeleteResult", data_storage_pb2.DeleteResultRequest(
+            analysis_id=request.analysis_id, tenant=tenants.current()))
 
 
 def build(settings: config.Settings) -> ServiceApp:
+    interceptors = auth.interceptors(settings.api_keys_file)  # first: a bad key file stops the start here
     pipeline = Pipeline(settings)
     servicer = FaceAnalysisServicer(settings, pipeline)
     return ServiceApp(
@@ -173,4 +175,5 @@ def build(settings: config.Settings) -> ServiceApp:
         drain=servicer.drain,
         reflected=(services.IMAGE_INPUT.grpc_service,),
         max_message_bytes=settings.image_message_bytes,
+        interceptors=interceptors,
     )

@@ -2,19 +2,32 @@
 
 Sources, in order, for each file:
 1. the mirror (FACEANALYSIS_MODEL_MIRROR): a directory or an http(s) URL holding files by
-   name, optionally with a SHA256SUMS file whose hashes take precedence over the manifest's
-   (a mirror may carry re-exported files whose bytes differ from the official ones);
+   name, optionally with
+   - a SHA256SUMS file whose hashes take precedence over the manifest's for the files it
+     provides (a mirror may carry re-exported files whose bytes differ from the official ones);
+   - a `faceanalysis-models.json` (MIRROR_OVERRIDE_FILE) describing its files:
+     `{"files": {"<file name>": {"sha256": "...", "description": "...", "preprocessing": {"face_margin": 0.4}}}}`.
+     Its `sha256` is checked like SHA256SUMS; its `preprocessing` is merged over what the manifest
+     gives for a file that came from this mirror (official, or a variant known by its hash).
 2. an installed Python package that ships the file (dlib's predictor in face_recognition_models);
 3. the official URLs.
-Every file is written to a temporary name, hashed, checked, then renamed into place, so an
-interrupted or failed pull never leaves a half file where a service would load it.
+
+A file is installed only when a hash vouches for it: the mirror's (for a file from the mirror),
+else the manifest's official sha256 or one of its known variants. A file no hash covers is
+refused, before anything is downloaded, unless unverified files are allowed
+(--allow-unverified, FACEANALYSIS_ALLOW_UNVERIFIED_MODELS). Every file is written to a temporary
+name, hashed, checked, then renamed into place, so an interrupted, refused or mismatching pull
+never leaves a file (or half a file) where a service would load it.
+
+Each pull records every installed file's sha256 in SHA256SUMS, and what it is and the
+preprocessing its weights need in models.lock.json (models/provenance.py).
 """
 
 from __future__ import annotations
 
 import bz2
-import hashlib
 import importlib.util
+import json
 import os
 import tempfile
 import urllib.error
@@ -24,9 +37,18 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from faceanalysis.models import ModelFile, manifest
+from faceanalysis.models import UNKNOWN, ModelFile, manifest
+from faceanalysis.models.provenance import (
+    LOCK_FILE,
+    MIRROR,
+    MIRROR_OVERRIDE_FILE,
+    Provenance,
+    identify,
+    read_record,
+    sha256_of,
+    update_record,
+)
 
-LOCK_FILE = "SHA256SUMS"  # what is installed, written by every pull
 CHUNK = 1024 * 1024
 
 
@@ -40,8 +62,9 @@ class Outcome:
     path: Path
     source: str
     sha256: str
-    verified: bool  # False when no hash was known (trust on first use)
+    verified: bool  # False only when unverified files were allowed and no hash covered this one
     skipped: bool = False
+    provenance: Provenance | None = None
 
 
 def parse_sums(text: str) -> dict[str, str]:
@@ -51,14 +74,6 @@ def parse_sums(text: str) -> dict[str, str]:
         if len(parts) == 2 and len(parts[0]) == 64:
             sums[parts[1].lstrip("*")] = parts[0].lower()
     return sums
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _is_url(location: str) -> bool:
@@ -72,6 +87,36 @@ class Mirror:
         text = self._read_text(LOCK_FILE)
         if text is not None:
             self.sums = parse_sums(text)
+        self.overrides = self._read_overrides()
+
+    def _read_overrides(self) -> dict[str, dict]:
+        text = self._read_text(MIRROR_OVERRIDE_FILE)
+        if text is None:
+            return {}
+        where = f"{self.location}/{MIRROR_OVERRIDE_FILE}"
+        try:
+            files = json.loads(text)["files"]
+        except (ValueError, KeyError, TypeError) as err:
+            raise PullError(f"{where} is not valid: expected {{\"files\": {{\"<file name>\": {{...}}}}}} "
+                            f"({err})") from None
+        if not isinstance(files, dict) or not all(isinstance(v, dict) for v in files.values()):
+            raise PullError(f"{where} is not valid: each file's entry must be an object")
+        for name, item in files.items():
+            if "sha256" in item and not (isinstance(item["sha256"], str) and len(item["sha256"]) == 64):
+                raise PullError(f"{where}: {name}: sha256 must be 64 hex digits")
+            if not isinstance(item.get("preprocessing", {}), dict):
+                raise PullError(f"{where}: {name}: preprocessing must be an object")
+        return {name: dict(item, sha256=item["sha256"].lower()) if "sha256" in item else dict(item)
+                for name, item in files.items()}
+
+    def pins(self, name: str) -> dict[str, str]:
+        """The hashes this mirror gives for `name`, by where they come from."""
+        pins = {}
+        if name in self.sums:
+            pins[f"mirror {LOCK_FILE}"] = self.sums[name]
+        if self.overrides.get(name, {}).get("sha256"):
+            pins[f"mirror {MIRROR_OVERRIDE_FILE}"] = self.overrides[name]["sha256"]
+        return pins
 
     def _read_text(self, name: str) -> str | None:
         if _is_url(self.location):
@@ -130,20 +175,84 @@ def _write_lock(models_dir: Path, sums: dict[str, str]) -> None:
     tmp.replace(lock)
 
 
+def check(entry: ModelFile, actual: str, pins: dict[str, str]) -> str | None:
+    """What vouches for a file with sha256 `actual` in `entry`'s slot: the mirror's pins (`pins`,
+    for a file from that mirror) if it has any, else the manifest's hashes. None: no hash is
+    known. PullError on a mismatch."""
+    if pins:
+        wrong = {where: h for where, h in pins.items() if h != actual}
+        if wrong:
+            raise PullError(f"sha256 mismatch: got {actual}, expected "
+                            + ", ".join(f"{h} ({where})" for where, h in wrong.items()))
+        return " and ".join(pins)
+    if entry.known_hashes:
+        if actual in entry.known_hashes:
+            return "manifest sha256" if actual == entry.sha256 else "manifest variant"
+        raise PullError(f"sha256 mismatch: got {actual}, expected "
+                        + " or ".join(sorted(entry.known_hashes)) + " (manifest: official file and known variants)")
+    return None
+
+
+def describe(entry: ModelFile, rel: str, actual: str, verified_by: str | None, source: str,
+             override: dict | None) -> Provenance:
+    """What the installed file is and the preprocessing it needs: the manifest's (official or
+    variant), with a mirror override's merged over it for a file that came from that mirror."""
+    found = identify(entry, rel, actual, verified_by=verified_by, source=source)
+    if not override:
+        return found
+    preprocessing = {**found.preprocessing, **override.get("preprocessing", {})}
+    identity = found.identity if found.identity != UNKNOWN else MIRROR
+    return Provenance(path=rel, sha256=actual, identity=identity,
+                      description=override.get("description") or found.description, preprocessing=preprocessing,
+                      preprocessing_from=(f"mirror {MIRROR_OVERRIDE_FILE}" if override.get("preprocessing")
+                                          else found.preprocessing_from),
+                      verified_by=verified_by, source=source)
+
+
+def _unverifiable(entry: ModelFile, mirror: Mirror | None) -> str:
+    why = entry.unverified_reason or "the manifest has no sha256 for it"
+    return (f"{entry.name}: refused: no hash can verify it ({why}; the mirror "
+            f"{'has no SHA256SUMS or ' + MIRROR_OVERRIDE_FILE + ' entry for it' if mirror else 'is not set'}). "
+            f"Get it from a mirror whose SHA256SUMS lists it, or pass --allow-unverified "
+            f"(FACEANALYSIS_ALLOW_UNVERIFIED_MODELS=1) to install it anyway")
+
+
 def pull_file(entry: ModelFile, models_dir: Path, mirror: Mirror | None, *, progress: bool = True,
-              force: bool = False) -> Outcome:
+              force: bool = False, allow_unverified: bool = False) -> Outcome:
     dest = entry.location(models_dir)
-    installed = _installed_sums(models_dir)
-    expected = (mirror.sums.get(entry.name) if mirror else None) or entry.sha256 or installed.get(entry.path)
+    rel = entry.path
+    in_mirror = mirror is not None and mirror.source_for(entry.name) is not None
+    mirror_pins = mirror.pins(entry.name) if in_mirror else {}
+    override = mirror.overrides.get(entry.name) if in_mirror else None
 
     if dest.is_file() and not force:
         actual = sha256_of(dest)
-        if expected is None or actual == expected:
-            return Outcome(entry.name, dest, "already present", actual, expected is not None, skipped=True)
+        rec = read_record(models_dir).get(rel)
+        recorded = rec is not None and rec["sha256"] == actual
+        try:
+            verified_by = check(entry, actual, mirror_pins)
+        except PullError:
+            verified_by, keep = None, False  # not what the mirror or the manifest says: fetch it again
+        else:
+            keep = verified_by is not None
+        if not keep and not mirror_pins and recorded and (rec.get("verified_by") or allow_unverified):
+            # Verified when it was pulled (by a mirror's hash), or allowed unverified again now.
+            keep, verified_by = True, rec.get("verified_by")
+        if keep:
+            if recorded and override is None and rec.get("preprocessing_from", "").startswith(MIRROR):
+                found = Provenance.from_record(rel, rec)  # what the mirror it came from said about it
+            else:
+                found = describe(entry, rel, actual, verified_by,
+                                 rec.get("source", "already present") if recorded else "already present", override)
+            return Outcome(entry.name, dest, "already present", actual, verified_by is not None, skipped=True,
+                           provenance=found)
+
+    if not allow_unverified and not entry.known_hashes and not mirror_pins:
+        raise PullError(_unverifiable(entry, mirror))
 
     sources: list[str] = []
-    if mirror and (src := mirror.source_for(entry.name)):
-        sources.append(src)
+    if in_mirror:
+        sources.append(mirror.source_for(entry.name))
     if entry.package and (pkg := _package_path(entry.package)):
         sources.append(str(pkg))
     sources.extend(entry.urls)
@@ -159,15 +268,15 @@ def pull_file(entry: ModelFile, models_dir: Path, mirror: Mirror | None, *, prog
             with os.fdopen(fd, "wb") as fh:
                 _fetch(source, fh, entry.name, progress)
             actual = sha256_of(tmp)
-            # A mirror's SHA256SUMS governs only the files that came from that mirror.
-            from_mirror = mirror is not None and source == mirror.source_for(entry.name)
-            want = mirror.sums.get(entry.name) if from_mirror and entry.name in mirror.sums else None
-            want = want or entry.sha256 or installed.get(entry.path)
-            if want is not None and actual != want:
-                raise PullError(f"sha256 mismatch from {source}: got {actual}, expected {want}")
+            # A mirror's SHA256SUMS (and override file) govern only the files that came from that mirror.
+            from_mirror = in_mirror and source == mirror.source_for(entry.name)
+            verified_by = check(entry, actual, mirror_pins if from_mirror else {})
+            if verified_by is None and not allow_unverified:
+                raise PullError(_unverifiable(entry, mirror))
             tmp.chmod(0o644)
             tmp.replace(dest)
-            return Outcome(entry.name, dest, source, actual, want is not None)
+            found = describe(entry, rel, actual, verified_by, source, override if from_mirror else None)
+            return Outcome(entry.name, dest, source, actual, verified_by is not None, provenance=found)
         except (PullError, urllib.error.URLError, OSError, EOFError) as err:
             errors.append(f"{source}: {err}")
         finally:
@@ -176,7 +285,7 @@ def pull_file(entry: ModelFile, models_dir: Path, mirror: Mirror | None, *, prog
 
 
 def pull(models_dir: Path, *, service: str | None = None, mirror_location: str | None = None,
-         progress: bool = True, force: bool = False) -> list[Outcome]:
+         progress: bool = True, force: bool = False, allow_unverified: bool = False) -> list[Outcome]:
     """Pull every model file (or one service's) into models_dir; raises PullError on failure."""
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
@@ -188,12 +297,14 @@ def pull(models_dir: Path, *, service: str | None = None, mirror_location: str |
     failures = []
     for entry in tqdm(entries, desc="models", unit="file", disable=not progress):
         try:
-            outcomes.append(pull_file(entry, models_dir, mirror, progress=progress, force=force))
+            outcomes.append(pull_file(entry, models_dir, mirror, progress=progress, force=force,
+                                      allow_unverified=allow_unverified))
         except PullError as err:
             failures.append(str(err))
     sums = _installed_sums(models_dir)
     sums.update({o.path.relative_to(models_dir).as_posix(): o.sha256 for o in outcomes})
     _write_lock(models_dir, sums)
+    update_record(models_dir, [o.provenance for o in outcomes if o.provenance is not None])
     if failures:
         raise PullError("\n".join(failures))
     return outcomes

@@ -4,8 +4,13 @@
 quantization in QDQ format, int8 weights per output channel, activation ranges calibrated on real
 faces. The calibration faces are the tensors the service feeds its sessions: each photo goes
 through face-landmark's `Landmarker.analyze` (detection, 68 points, aligned 448 px crop), then
-face-attributes' `cut_face` with the configured margin and `prepare_face`, then DeepFace's own
-client code (`predictor.session_inputs`), which for emotion means its 48x48 gray conversion.
+face-attributes' `cut_face` with each model's own margin (its weights' metadata, as the service
+reads it; FACEANALYSIS_FACE_MARGIN overrides it) and `prepare_face`, then DeepFace's own client
+code (`predictor.session_inputs`), which for emotion means its 48x48 gray conversion.
+
+Each int8 copy inherits its fp32 file's preprocessing: it is written into the copy's ONNX metadata
+(`faceanalysis.preprocessing`, with the fp32 file's sha256) and, in a models directory, into its
+models.lock.json entry.
 
 `agreement` runs the fp32 and int8 sessions on the same faces and compares what the service would
 answer: gender label, age in years, dominant emotion.
@@ -17,6 +22,7 @@ FACEANALYSIS_INT8_MODELS (see face_attributes/predictor.py).
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import tempfile
@@ -123,16 +129,49 @@ def _landmarker(models_dir: Path, settings):
                       settings.detection_max_side, settings.detection_min_face)
 
 
+def model_margins(weights_dir: Path, names: Iterable[str] = NAMES, margin: float | None = None) -> dict[str, float]:
+    """The face margin of each named model in `weights_dir`, as face-attributes would cut it: `margin`
+    if given, else FACEANALYSIS_FACE_MARGIN if set (a WARNING where it differs from the weights'),
+    else the model's own (models.lock.json, else the manifest entry its sha256 matches)."""
+    from faceanalysis.face_attributes import predictor
+    from faceanalysis.runtime import config
+
+    names = check_names(names)
+    if margin is not None:
+        return {name: float(margin) for name in names}
+    provs = {name: predictor.fp32_provenance(weights_dir, _DEEPFACE_NAMES[name]) for name in names
+             if (Path(weights_dir) / predictor.MODEL_FILES[_DEEPFACE_NAMES[name]]).is_file()}
+    own = {name: p.face_margin for name, p in provs.items()}
+    override = config.load().face_margin
+    files = {name: predictor.MODEL_FILES[_DEEPFACE_NAMES[name]] for name in own}
+    return predictor.effective_margins(own, override, files,
+                                       {n: f"from {p.preprocessing_from}" for n, p in provs.items()})
+
+
+def _by_margin(margins: dict[str, float]) -> dict[float, tuple[str, ...]]:
+    """margin -> the models cut at it (one group when all agree)."""
+    groups: dict[float, list[str]] = {}
+    for name, margin in margins.items():
+        groups.setdefault(margin, []).append(name)
+    return {m: tuple(names) for m, names in sorted(groups.items())}
+
+
 def iter_faces(image_dir: Path, models_dir: Path, margin: float | None = None, limit: int | None = None,
                progress: bool = True, desc: str = "faces") -> Iterator[np.ndarray]:
     """Every face found in the photos under `image_dir` (at most `limit`), as face-attributes
     prepares it: (224, 224, 3) float32 BGR in [0, 1]. Detection, alignment and the crop use the
-    configured face-landmark settings; `margin` defaults to FACEANALYSIS_FACE_MARGIN."""
+    configured face-landmark settings; `margin` defaults to the one margin the attribute models in
+    `models_dir` want (ValueError when they want different ones: pass `margin`)."""
     from faceanalysis.face_attributes.predictor import cut_face, prepare_face
     from faceanalysis.runtime import config, imagecodec
 
     settings = config.load()
-    margin = settings.face_margin if margin is None else margin
+    if margin is None:
+        margins = set(model_margins(Path(models_dir) / ".deepface" / "weights").values())
+        if len(margins) != 1:
+            raise ValueError(f"the attribute models in {models_dir} want different face margins "
+                             f"({', '.join(f'{m:g}' for m in sorted(margins))}): pass one")
+        (margin,) = margins
     files = image_files(image_dir)
     landmarker = _landmarker(models_dir, settings)
     limits = imagecodec.Limits.from_settings(settings)
@@ -171,6 +210,40 @@ def _batches(faces: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
             chunk = []
     if chunk:
         yield np.stack(chunk)
+
+
+def _inherited(fp32: Path):
+    """The fp32 file's provenance, and the ONNX metadata its int8 copy carries to inherit its
+    preprocessing."""
+    from faceanalysis.face_attributes.predictor import fp32_provenance
+    from faceanalysis.models import provenance
+
+    source = fp32_provenance(fp32.parent, _name_of(fp32))
+    return source, {provenance.METADATA_PREPROCESSING: json.dumps(source.preprocessing, sort_keys=True),
+                    provenance.METADATA_SOURCE_SHA256: source.sha256}
+
+
+def _record_int8(fp32: Path, out: Path, source) -> None:
+    """In a models directory (<dir>/.deepface/weights), models.lock.json gets the int8 copy with
+    the fp32 file's preprocessing."""
+    from faceanalysis.face_attributes.predictor import models_root
+    from faceanalysis.models import provenance
+
+    root = models_root(fp32.parent)
+    if root == fp32.parent:
+        return  # a bare weights folder: the copy's ONNX metadata carries it
+    provenance.update_record(root, [provenance.Provenance(
+        path=provenance.relative(root, out), sha256=provenance.file_sha256(out), identity=provenance.INT8,
+        description=f"int8 copy of {fp32.name} ({source.identity}: {source.description})",
+        preprocessing=dict(source.preprocessing), preprocessing_from=f"{fp32.name} (int8 copy)",
+        source="faceanalysis models quantize", derived_from={"path": source.path, "sha256": source.sha256})])
+
+
+def _name_of(fp32: Path) -> str:
+    """age_model_weights.onnx -> "Age" (the name in predictor.MODEL_FILES)."""
+    from faceanalysis.face_attributes.predictor import MODEL_FILES
+
+    return next(n for n, f in MODEL_FILES.items() if f == fp32.name)
 
 
 def _models_dir_of(weights_dir: Path) -> Path:
@@ -289,7 +362,8 @@ def _calibrate(prepared: Path, tensors: np.ndarray, cache: Path, external: bool,
     save_tensors_data(calibrator.compute_data(), cache)
 
 
-def _quantize_one(fp32: Path, out: Path, tensors: np.ndarray, progress: bool, desc: str) -> None:
+def _quantize_one(fp32: Path, out: Path, tensors: np.ndarray, progress: bool, desc: str,
+                  metadata: dict[str, str] | None = None) -> None:
     """Static QDQ quantization of one model, calibrated on `tensors` (what its session is fed)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -332,6 +406,7 @@ def _quantize_one(fp32: Path, out: Path, tensors: np.ndarray, progress: bool, de
             "quantization": "onnxruntime quantize_static QDQ, weights int8 per channel, activations uint8, "
                             "MinMax calibration",
             "calibration_faces": str(len(tensors)),
+            **(metadata or {}),
         })
         onnx.save(model, str(written))  # the graph only: any external weights stay in their data file
         for data in _external_data_files(written):
@@ -351,18 +426,19 @@ def _add_metadata(model, items: dict[str, str]) -> None:
 
 
 def _calibration_tensors(calibration_dir: Path, models_dir: Path, names: tuple[str, ...], limit: int,
-                         margin: float | None, progress: bool) -> dict[str, np.ndarray]:
+                         margins: dict[str, float], progress: bool) -> dict[str, np.ndarray]:
     from faceanalysis.face_attributes.predictor import session_inputs
 
     fed: dict[str, list[np.ndarray]] = {name: [] for name in names}
-    faces = iter_faces(calibration_dir, models_dir, margin=margin, limit=limit, progress=progress,
-                       desc="calibration faces")
-    for batch in _batches(faces, BATCH):
-        inputs = session_inputs(batch)
-        if np.array_equal(inputs["Gender"], inputs["Age"]):
-            inputs["Gender"] = inputs["Age"]  # one copy in memory for the two
-        for name in names:
-            fed[name].append(inputs[_DEEPFACE_NAMES[name]])
+    for margin, group in _by_margin({n: margins[n] for n in names}).items():
+        faces = iter_faces(calibration_dir, models_dir, margin=margin, limit=limit, progress=progress,
+                           desc=f"calibration faces (margin {margin:g})")
+        for batch in _batches(faces, BATCH):
+            inputs = session_inputs(batch)
+            if np.array_equal(inputs["Gender"], inputs["Age"]):
+                inputs["Gender"] = inputs["Age"]  # one copy in memory for the two
+            for name in group:
+                fed[name].append(inputs[_DEEPFACE_NAMES[name]])
     if not fed[names[0]]:
         count = len(image_files(calibration_dir))
         raise QuantizeError(f"no faces found in the {count} photo(s) under {calibration_dir}: calibration needs "
@@ -377,7 +453,8 @@ def quantize_models(weights_dir: Path, calibration_dir: Path, names=NAMES, limit
     images under calibration_dir (at most `limit` faces). Returns name -> written path.
 
     The faces are found with the face-landmark models in `models_dir` (default: the models dir that
-    holds `weights_dir`) and cut with `margin` (default: FACEANALYSIS_FACE_MARGIN)."""
+    holds `weights_dir`) and cut with `margin` (default: each model's own, see model_margins). Each
+    int8 copy inherits its fp32 file's preprocessing (_record_int8)."""
     weights_dir = Path(weights_dir)
     names = check_names(names)
     if limit < 1:
@@ -385,13 +462,16 @@ def quantize_models(weights_dir: Path, calibration_dir: Path, names=NAMES, limit
     sources = {name: fp32_path(weights_dir, name) for name in names}
     if importlib.util.find_spec("onnx") is None:
         raise QuantizeError("quantizing needs the onnx package: pip install onnx==1.23.2")
+    margins = model_margins(weights_dir, names, margin)
     tensors = _calibration_tensors(calibration_dir, models_dir or _models_dir_of(weights_dir), names, limit,
-                                   margin, progress)
+                                   margins, progress)
     written = {}
     for name in names:
         start = time.perf_counter()
         out = int8_path(sources[name])
-        _quantize_one(sources[name], out, tensors[name], progress, desc=f"calibrating {name}")
+        source, inherited = _inherited(sources[name])
+        _quantize_one(sources[name], out, tensors[name], progress, desc=f"calibrating {name}", metadata=inherited)
+        _record_int8(sources[name], out, source)
         logger.info("wrote %s (%d calibration faces) in %.1f s", out, len(tensors[name]), time.perf_counter() - start)
         written[name] = out
     return written
@@ -408,8 +488,9 @@ def _session(path: Path, threads: int):
 
 def agreement(weights_dir: Path, eval_dir: Path, names=NAMES, progress: bool = True, *,
               models_dir: Path | None = None, margin: float | None = None, limit: int | None = None) -> dict:
-    """fp32 vs int8 on the faces in eval_dir: gender agreement (fraction), median and p95 absolute
-    age difference in years, dominant-emotion agreement (fraction), faces compared.
+    """fp32 vs int8 on the faces in eval_dir (each model's face cut at its own margin, or `margin`):
+    gender agreement (fraction), median and p95 absolute age difference in years, dominant-emotion
+    agreement (fraction), faces compared.
 
     Keys: faces, and per model named: gender_agreement; age_median_abs_diff and
     age_p95_abs_diff (years); emotion_agreement. `limit` caps the faces compared."""
@@ -438,17 +519,21 @@ def agreement(weights_dir: Path, eval_dir: Path, names=NAMES, progress: bool = T
         "emotion": lambda out: np.array([int(np.argmax(emotion_scores(row))) for row in out]),
     }
     results: dict[str, list[np.ndarray]] = {name: [] for name in names}
-    count = 0
-    faces = iter_faces(eval_dir, models_dir or _models_dir_of(weights_dir), margin=margin, limit=limit,
-                       progress=progress, desc="comparing fp32 and int8")
-    for batch in _batches(faces, BATCH):
-        inputs = session_inputs(batch)
-        for name in names:
-            tensor = inputs[_DEEPFACE_NAMES[name]]
-            fp32_session, int8_session = sessions[name]
-            ours = answers[name](run(fp32_session, tensor)), answers[name](run(int8_session, tensor))
-            results[name].append(np.abs(ours[0] - ours[1]) if name == "age" else ours[0] == ours[1])
-        count += len(batch)
+    counts = []
+    for group_margin, group in _by_margin(model_margins(weights_dir, names, margin)).items():
+        count = 0
+        faces = iter_faces(eval_dir, models_dir or _models_dir_of(weights_dir), margin=group_margin, limit=limit,
+                           progress=progress, desc="comparing fp32 and int8")
+        for batch in _batches(faces, BATCH):
+            inputs = session_inputs(batch)
+            for name in group:
+                tensor = inputs[_DEEPFACE_NAMES[name]]
+                fp32_session, int8_session = sessions[name]
+                ours = answers[name](run(fp32_session, tensor)), answers[name](run(int8_session, tensor))
+                results[name].append(np.abs(ours[0] - ours[1]) if name == "age" else ours[0] == ours[1])
+            count += len(batch)
+        counts.append(count)
+    count = min(counts)
     if count == 0:
         raise QuantizeError(f"no faces found in the photos under {eval_dir}; nothing to compare")
     out: dict = {"faces": count}

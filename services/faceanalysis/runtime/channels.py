@@ -51,9 +51,15 @@ def channel_options(max_message_bytes: int = MAX_MESSAGE_BYTES_FLOOR) -> list[tu
     ]
 
 
-def dial(target: str, *, max_message_bytes: int = MAX_MESSAGE_BYTES_FLOOR) -> grpc.aio.Channel:
-    """An asyncio channel to a peer; `target` like dns:///face-landmark:50051."""
-    return grpc.aio.insecure_channel(target, options=channel_options(max_message_bytes))
+def dial(target: str, *, max_message_bytes: int = MAX_MESSAGE_BYTES_FLOOR,
+         credentials: grpc.ChannelCredentials | None = None) -> grpc.aio.Channel:
+    """An asyncio channel to a peer; `target` like dns:///face-landmark:50051. With `credentials`
+    (runtime.tls.peer_credentials) it speaks TLS and the peer's certificate must carry the
+    target's host name."""
+    options = channel_options(max_message_bytes)
+    if credentials is None:
+        return grpc.aio.insecure_channel(target, options=options)
+    return grpc.aio.secure_channel(target, credentials, options=options)
 
 
 class PeerError(Exception):

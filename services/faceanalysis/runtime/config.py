@@ -44,9 +44,6 @@ class Settings(BaseSettings):
     cpu_limit: float | None = Field(
         None, gt=0, description="CPUs this container may use (Kubernetes downward API, limits.cpu); "
         "default: the cgroup quota, else the CPUs the process may run on")
-    cpu_limit: float | None = Field(
-        None, gt=0, description="CPUs this container may use (Kubernetes downward API, limits.cpu); "
-        "default: the cgroup quota, else the CPUs the process may run on")
     # Servers close connections after this age so clients re-resolve DNS and reach pods added by the HPA.
     max_connection_age_seconds: float = Field(120.0, gt=0)
     # ... and give calls on an aged connection this long to finish: long enough for a stream's
@@ -58,6 +55,21 @@ class Settings(BaseSettings):
     keepalive_timeout_seconds: float = Field(10.0, gt=0, description="close a connection whose ping is not answered")
     shutdown_grace_seconds: float = Field(25.0, ge=0, description="time in-flight calls get to finish after SIGTERM")
 
+    # --- TLS (every service; files checked at start by runtime/tls.py) ---------------------------
+    tls_cert_file: Path | None = Field(
+        None, description="PEM certificate (chain); with tls_key_file the gRPC port serves TLS only, and the "
+        "pair is also the client certificate presented to peers when peer_ca_file is set")
+    tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file (unencrypted)")
+    tls_client_ca_file: Path | None = Field(
+        None, description="mTLS: clients must present a certificate signed by a CA in this PEM file, "
+        "otherwise the handshake is refused")
+    peer_ca_file: Path | None = Field(
+        None, description="(image-input) dial peers over TLS, verifying them against the CAs in this PEM file")
+    # The kubelet's gRPC probe cannot speak TLS, so with TLS on the probes need a port without it.
+    # It serves grpc.health.v1 and nothing else: it tells nothing but SERVING or NOT_SERVING.
+    health_port: int | None = Field(
+        None, ge=0, le=65535, description="plaintext port serving only grpc.health.v1 (for probes when TLS is on)")
+
     # --- peers (image-input) ------------------------------------------------------------
     landmark_target: str = "dns:///localhost:50051"
     attributes_target: str = "dns:///localhost:50052"
@@ -67,6 +79,10 @@ class Settings(BaseSettings):
     # UNAVAILABLE is tried again with backoff for this long, within the caller's deadline, so
     # a peer restart of a few seconds fails nothing.
     peer_retry_seconds: float = Field(10.0, ge=0, description="how long calls to a peer are retried on UNAVAILABLE")
+    # The result cache key holds the digest of the peers' models and settings (image_input/fingerprint.py).
+    cache_models_refresh_seconds: float = Field(
+        30.0, ge=0, description="how often image-input asks its peers which models they serve, for the cache "
+        "key: after new weights or settings, old cached answers are served for at most this long")
 
     # --- input limits (image-input) ----------------------------------------------------------
     max_image_bytes: int = Field(20 * MiB, gt=0, description="larger uploads get RESOURCE_EXHAUSTED")
@@ -76,9 +92,24 @@ class Settings(BaseSettings):
     min_image_side: int = Field(16, ge=1, description="smaller images get INVALID_ARGUMENT")
     stream_max_in_flight: int = Field(4, ge=1, description="images analysed at once per AnalyzeImages stream")
 
+    # --- API keys (image-input) -----------------------------------------------------------------
+    api_keys_file: Path | None = Field(
+        None, description="hashed API keys, one `<sha256 hex> <tenant> [<scopes>]` a line (see runtime/auth.py); "
+        "unset or empty: API keys off, every caller is tenant `default`")
+
+    @field_validator("api_keys_file", "tls_cert_file", "tls_key_file", "tls_client_ca_file", "peer_ca_file",
+                     "health_port", mode="before")
+    @classmethod
+    def _empty_means_off(cls, value):
+        # A chart or compose file that sets the variable to "" means "off", not "the current directory".
+        return None if value == "" else value
+
     # --- models ---------------------------------------------------------------------------
     models_dir: Path = Field(Path("models"), description="where `faceanalysis models pull` puts model files")
     model_mirror: str | None = Field(None, description="directory or URL to pull models from instead of the internet")
+    allow_unverified_models: bool = Field(
+        False, description="`models pull` installs files no known sha256 verifies (manifest, mirror); "
+        "default: refuse them")
 
     # --- face-landmark ------------------------------------------------------------------------
     detector: Literal["yunet", "haar", "hog"] = "yunet"
@@ -111,7 +142,17 @@ class Settings(BaseSettings):
         "still found when they are big enough at the scale used")
 
     # --- face-attributes ------------------------------------------------------------------------
-    face_margin: float = Field(0.0, ge=0, le=1, description="context around each face box, as a fraction of its size")
+    # Each attribute model's margin is what its weights want (the manifest and the models
+    # directory's models.lock.json say: DeepFace's official weights 0, the mirror's stand-ins 0.4).
+    face_margin: float | None = Field(
+        None, ge=0, le=1, description="override of every attribute model's own face margin (context around "
+        "each face box, as a fraction of its size); logged as a WARNING where it differs. Unset: each "
+        "model's own, from its metadata")
+
+    @field_validator("face_margin", mode="before")
+    @classmethod
+    def _empty_margin_means_unset(cls, value):
+        return None if value == "" else value
     # Measured with VGG-16-cost age and gender models on 2 cores: per-face time falls from batch 1
     # to 4 (1.2x) and is flat beyond, while the activations grow with the batch (peak RSS 1.38 GB
     # at 4, 1.53 at 8, 2.1 at 32). So 4: the speed of batching without its memory.

@@ -6,11 +6,12 @@ Blocking work (decoding, inference, Redis) runs in the loop's thread pool (`max_
 `runtime.work.Admission` caps what a pod holds at once.
 
 `serve(name)` reads settings, starts the gRPC server with health, reflection, metrics and
-request-id interceptors, then loads the service's models in the thread pool. Health turns
-SERVING only after `ServiceApp.load()` returned, which includes a warm-up inference. On SIGTERM
-or SIGINT health turns NOT_SERVING, the app's `drain` hook runs (streams stop taking new items
-and end once their in-flight items are answered), new calls are refused, and in-flight calls
-get `shutdown_grace_seconds` to finish.
+request-id interceptors (TLS or mTLS when certificate files are set, see runtime/tls.py, and then
+optionally a plaintext health-only port for the kubelet's probes), then loads the service's models
+in the thread pool. Health turns SERVING only after `ServiceApp.load()` returned, which includes
+a warm-up inference. On SIGTERM or SIGINT health turns NOT_SERVING, the app's `drain` hook runs
+(streams stop taking new items and end once their in-flight items are answered), new calls are
+refused, and in-flight calls get `shutdown_grace_seconds` to finish.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Awaitable, Callable
 import grpc
 from grpc_reflection.v1alpha import reflection
 
-from faceanalysis.runtime import config, logging as fa_logging, memory, metrics, services
+from faceanalysis.runtime import config, logging as fa_logging, memory, metrics, services, tls
 from faceanalysis.runtime.channels import message_size_options
 from faceanalysis.runtime.health import Health
 from faceanalysis.runtime.interceptors import MetricsInterceptor, RequestIdInterceptor
@@ -71,6 +72,9 @@ class ServiceApp:
     # Full names of the gRPC services to expose through reflection.
     reflected: tuple[str, ...] = field(default_factory=tuple)
     max_message_bytes: int = 0
+    # grpc.aio server interceptors of this service (image-input's API keys), run after the shared
+    # request-id and metrics ones, so refused calls are counted and logged with their request id.
+    interceptors: tuple = field(default_factory=tuple)
 
 
 def server_options(settings: config.Settings, max_message_bytes: int) -> list[tuple[str, int]]:
@@ -97,7 +101,7 @@ class Server:
         self.app, self.settings = app, settings
         self.health = Health(app.spec.name, app.spec.grpc_service)
         self.grpc = grpc.aio.server(
-            interceptors=[RequestIdInterceptor(), MetricsInterceptor(app.spec.name)],
+            interceptors=[RequestIdInterceptor(), MetricsInterceptor(app.spec.name), *app.interceptors],
             options=server_options(settings, app.max_message_bytes),
         )
         self.health.register(self.grpc)
@@ -105,15 +109,31 @@ class Server:
         reflection.enable_server_reflection(
             (*app.reflected, "grpc.health.v1.Health", reflection.SERVICE_NAME), self.grpc
         )
-        self.port = self.grpc.add_insecure_port(f"{settings.bind_host}:{settings.grpc_port_for(app.spec)}")
+        address = f"{settings.bind_host}:{settings.grpc_port_for(app.spec)}"
+        credentials = tls.server_credentials(settings)  # None: plaintext
+        self.port = (self.grpc.add_secure_port(address, credentials) if credentials
+                     else self.grpc.add_insecure_port(address))
+        self.health_grpc, self.health_port = self._health_only_server()
         self.stopping = asyncio.Event()
         self._load_task: asyncio.Task | None = None
+
+    def _health_only_server(self) -> tuple[grpc.aio.Server | None, int | None]:
+        """A plaintext port answering grpc.health.v1 only (FACEANALYSIS_HEALTH_PORT): the kubelet's
+        gRPC probe cannot speak TLS, and this port tells nothing beyond SERVING or NOT_SERVING."""
+        if self.settings.health_port is None:
+            return None, None
+        server = grpc.aio.server()
+        self.health.register(server)  # the same servicer: both ports always report the same state
+        return server, server.add_insecure_port(f"{self.settings.bind_host}:{self.settings.health_port}")
 
     async def start(self) -> None:
         await self.health.set(False)
         await self.grpc.start()
+        if self.health_grpc is not None:
+            await self.health_grpc.start()
         metrics.start_metrics_server(self.settings.metrics_port_for(self.app.spec))
-        fa_logging.log(log, logging.INFO, "listening", grpc_port=self.port,
+        fa_logging.log(log, logging.INFO, "listening", grpc_port=self.port, tls=tls.describe(self.settings),
+                       health_port=self.health_port,
                        metrics_port=self.settings.metrics_port_for(self.app.spec),
                        work_threads=self.settings.max_workers)
         self._load_task = asyncio.create_task(self._load())
@@ -160,6 +180,8 @@ class Server:
         await self.health.drain()
         await self.app.drain()
         await self.grpc.stop(grace)
+        if self.health_grpc is not None:
+            await self.health_grpc.stop(0)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -179,6 +201,7 @@ class Server:
 def serve(name: str) -> None:
     spec = services.get(name)
     settings = config.load()
+    tls.check(settings)  # a bad certificate file stops the start here, with one line naming it
     fa_logging.setup(spec.name, settings.log_level)
     memory.limit_arenas()
 

@@ -18,5 +18,8 @@ def stage(timings: list, name: str):
         timings.append(common_pb2.StageTiming(stage=name, seconds=time.perf_counter() - start))
 
 
-def model_infos(triples) -> list[common_pb2.ModelInfo]:
-    return [common_pb2.ModelInfo(name=n, task=t, file=f) for n, t, f in triples]
+def model_infos(served) -> list[common_pb2.ModelInfo]:
+    """ModelInfo messages for models.ServedModel items: file, sha256 and the parameters that shape
+    the model's answers."""
+    return [common_pb2.ModelInfo(name=m.name, task=m.task, file=m.file, sha256=m.sha256, parameters=m.parameters)
+            for m in served]

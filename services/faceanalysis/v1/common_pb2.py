@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66\x61\x63\x65\x61nalysis/v1/common.proto\x12\x0f\x66\x61\x63\x65\x61nalysis.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"B\n\x0b\x42oundingBox\x12\t\n\x01x\x18\x01 \x01(\x05\x12\t\n\x01y\x18\x02 \x01(\x05\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\"\x1d\n\x05Point\x12\t\n\x01x\x18\x01 \x01(\x02\x12\t\n\x01y\x18\x02 \x01(\x02\"/\n\x03\x41ge\x12\r\n\x05years\x18\x01 \x01(\x02\x12\x0b\n\x03low\x18\x02 \x01(\x02\x12\x0c\n\x04high\x18\x03 \x01(\x02\"N\n\x10GenderPrediction\x12&\n\x05label\x18\x01 \x01(\x0e\x32\x17.faceanalysis.v1.Gender\x12\x12\n\nconfidence\x18\x02 \x01(\x02\"\x94\x01\n\x11\x45motionPrediction\x12\x10\n\x08\x64ominant\x18\x01 \x01(\t\x12>\n\x06scores\x18\x02 \x03(\x0b\x32..faceanalysis.v1.EmotionPrediction.ScoresEntry\x1a-\n\x0bScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\"\x80\x02\n\x04\x46\x61\x63\x65\x12)\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x1c.faceanalysis.v1.BoundingBox\x12\x17\n\x0f\x64\x65tection_score\x18\x02 \x01(\x02\x12)\n\tlandmarks\x18\x03 \x03(\x0b\x32\x16.faceanalysis.v1.Point\x12!\n\x03\x61ge\x18\x04 \x01(\x0b\x32\x14.faceanalysis.v1.Age\x12\x31\n\x06gender\x18\x05 \x01(\x0b\x32!.faceanalysis.v1.GenderPrediction\x12\x33\n\x07\x65motion\x18\x06 \x01(\x0b\x32\".faceanalysis.v1.EmotionPrediction\"J\n\tImageInfo\x12\r\n\x05width\x18\x01 \x01(\x05\x12\x0e\n\x06height\x18\x02 \x01(\x05\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x04 \x01(\t\"-\n\x0bStageTiming\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0f\n\x07seconds\x18\x02 \x01(\x01\"5\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x0c\n\x04\x66ile\x18\x03 \x01(\t\"7\n\x0f\x41nalysisOptions\x12\x12\n\nskip_cache\x18\x01 \x01(\x08\x12\x10\n\x08no_store\x18\x02 \x01(\x08\"\xb8\x02\n\x0e\x41nalysisResult\x12\x13\n\x0b\x61nalysis_id\x18\x01 \x01(\t\x12\x0e\n\x06stored\x18\x02 \x01(\x08\x12)\n\x05image\x18\x03 \x01(\x0b\x32\x1a.faceanalysis.v1.ImageInfo\x12$\n\x05\x66\x61\x63\x65s\x18\x04 \x03(\x0b\x32\x15.faceanalysis.v1.Face\x12-\n\x07timings\x18\x05 \x03(\x0b\x32\x1c.faceanalysis.v1.StageTiming\x12*\n\x06models\x18\x06 \x03(\x0b\x32\x1a.faceanalysis.v1.ModelInfo\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x63\x61\x63hed\x18\x08 \x01(\x08\x12\x15\n\rstorage_error\x18\t \x01(\t*B\n\x06Gender\x12\x16\n\x12GENDER_UNSPECIFIED\x10\x00\x12\x10\n\x0cGENDER_WOMAN\x10\x01\x12\x0e\n\nGENDER_MAN\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66\x61\x63\x65\x61nalysis/v1/common.proto\x12\x0f\x66\x61\x63\x65\x61nalysis.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"B\n\x0b\x42oundingBox\x12\t\n\x01x\x18\x01 \x01(\x05\x12\t\n\x01y\x18\x02 \x01(\x05\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\"\x1d\n\x05Point\x12\t\n\x01x\x18\x01 \x01(\x02\x12\t\n\x01y\x18\x02 \x01(\x02\"/\n\x03\x41ge\x12\r\n\x05years\x18\x01 \x01(\x02\x12\x0b\n\x03low\x18\x02 \x01(\x02\x12\x0c\n\x04high\x18\x03 \x01(\x02\"N\n\x10GenderPrediction\x12&\n\x05label\x18\x01 \x01(\x0e\x32\x17.faceanalysis.v1.Gender\x12\x12\n\nconfidence\x18\x02 \x01(\x02\"\x94\x01\n\x11\x45motionPrediction\x12\x10\n\x08\x64ominant\x18\x01 \x01(\t\x12>\n\x06scores\x18\x02 \x03(\x0b\x32..faceanalysis.v1.EmotionPrediction.ScoresEntry\x1a-\n\x0bScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\"\x80\x02\n\x04\x46\x61\x63\x65\x12)\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x1c.faceanalysis.v1.BoundingBox\x12\x17\n\x0f\x64\x65tection_score\x18\x02 \x01(\x02\x12)\n\tlandmarks\x18\x03 \x03(\x0b\x32\x16.faceanalysis.v1.Point\x12!\n\x03\x61ge\x18\x04 \x01(\x0b\x32\x14.faceanalysis.v1.Age\x12\x31\n\x06gender\x18\x05 \x01(\x0b\x32!.faceanalysis.v1.GenderPrediction\x12\x33\n\x07\x65motion\x18\x06 \x01(\x0b\x32\".faceanalysis.v1.EmotionPrediction\"J\n\tImageInfo\x12\r\n\x05width\x18\x01 \x01(\x05\x12\x0e\n\x06height\x18\x02 \x01(\x05\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x04 \x01(\t\"-\n\x0bStageTiming\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0f\n\x07seconds\x18\x02 \x01(\x01\"\xb8\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x0c\n\x04\x66ile\x18\x03 \x01(\t\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12>\n\nparameters\x18\x05 \x03(\x0b\x32*.faceanalysis.v1.ModelInfo.ParametersEntry\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x17\n\x15\x44\x65scribeModelsRequest\"D\n\x16\x44\x65scribeModelsResponse\x12*\n\x06models\x18\x01 \x03(\x0b\x32\x1a.faceanalysis.v1.ModelInfo\"7\n\x0f\x41nalysisOptions\x12\x12\n\nskip_cache\x18\x01 \x01(\x08\x12\x10\n\x08no_store\x18\x02 \x01(\x08\"\xb8\x02\n\x0e\x41nalysisResult\x12\x13\n\x0b\x61nalysis_id\x18\x01 \x01(\t\x12\x0e\n\x06stored\x18\x02 \x01(\x08\x12)\n\x05image\x18\x03 \x01(\x0b\x32\x1a.faceanalysis.v1.ImageInfo\x12$\n\x05\x66\x61\x63\x65s\x18\x04 \x03(\x0b\x32\x15.faceanalysis.v1.Face\x12-\n\x07timings\x18\x05 \x03(\x0b\x32\x1c.faceanalysis.v1.StageTiming\x12*\n\x06models\x18\x06 \x03(\x0b\x32\x1a.faceanalysis.v1.ModelInfo\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x63\x61\x63hed\x18\x08 \x01(\x08\x12\x15\n\rstorage_error\x18\t \x01(\t*B\n\x06Gender\x12\x16\n\x12GENDER_UNSPECIFIED\x10\x00\x12\x10\n\x0cGENDER_WOMAN\x10\x01\x12\x0e\n\nGENDER_MAN\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_EMOTIONPREDICTION_SCORESENTRY']._loaded_options = None
   _globals['_EMOTIONPREDICTION_SCORESENTRY']._serialized_options = b'8\001'
-  _globals['_GENDER']._serialized_start=1270
-  _globals['_GENDER']._serialized_end=1336
+  _globals['_MODELINFO_PARAMETERSENTRY']._loaded_options = None
+  _globals['_MODELINFO_PARAMETERSENTRY']._serialized_options = b'8\001'
+  _globals['_GENDER']._serialized_start=1497
+  _globals['_GENDER']._serialized_end=1563
   _globals['_BOUNDINGBOX']._serialized_start=82
   _globals['_BOUNDINGBOX']._serialized_end=148
   _globals['_POINT']._serialized_start=150
@@ -54,10 +56,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_IMAGEINFO']._serialized_end=794
   _globals['_STAGETIMING']._serialized_start=796
   _globals['_STAGETIMING']._serialized_end=841
-  _globals['_MODELINFO']._serialized_start=843
-  _globals['_MODELINFO']._serialized_end=896
-  _globals['_ANALYSISOPTIONS']._serialized_start=898
-  _globals['_ANALYSISOPTIONS']._serialized_end=953
-  _globals['_ANALYSISRESULT']._serialized_start=956
-  _globals['_ANALYSISRESULT']._serialized_end=1268
+  _globals['_MODELINFO']._serialized_start=844
+  _globals['_MODELINFO']._serialized_end=1028
+  _globals['_MODELINFO_PARAMETERSENTRY']._serialized_start=979
+  _globals['_MODELINFO_PARAMETERSENTRY']._serialized_end=1028
+  _globals['_DESCRIBEMODELSREQUEST']._serialized_start=1030
+  _globals['_DESCRIBEMODELSREQUEST']._serialized_end=1053
+  _globals['_DESCRIBEMODELSRESPONSE']._serialized_start=1055
+  _globals['_DESCRIBEMODELSRESPONSE']._serialized_end=1123
+  _globals['_ANALYSISOPTIONS']._serialized_start=1125
+  _globals['_ANALYSISOPTIONS']._serialized_end=1180
+  _globals['_ANALYSISRESULT']._serialized_start=1183
+  _globals['_ANALYSISRESULT']._serialized_end=1495
 # @@protoc_insertion_point(module_scope)

@@ -26,7 +26,7 @@ from faceanalysis.v1 import common_pb2 as faceanalysis_dot_v1_dot_common__pb2
 from faceanalysis.v1 import image_input_pb2 as faceanalysis_dot_v1_dot_image__input__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"faceanalysis/v1/data_storage.proto\x12\x0f\x66\x61\x63\x65\x61nalysis.v1\x1a\x1c\x66\x61\x63\x65\x61nalysis/v1/common.proto\x1a!faceanalysis/v1/image_input.proto\"X\n\x12StoreResultRequest\x12/\n\x06result\x18\x01 \x01(\x0b\x32\x1f.faceanalysis.v1.AnalysisResult\x12\x11\n\tcache_key\x18\x02 \x01(\t\"+\n\x13StoreResultResponse\x12\x14\n\x0c\x61rchive_path\x18\x01 \x01(\t\"\'\n\x12LookupCacheRequest\x12\x11\n\tcache_key\x18\x01 \x01(\t\"\'\n\x10GetResultRequest\x12\x13\n\x0b\x61nalysis_id\x18\x01 \x01(\t\"?\n\x0cStoredResult\x12/\n\x06result\x18\x01 \x01(\x0b\x32\x1f.faceanalysis.v1.AnalysisResult2\xc6\x03\n\x0b\x44\x61taStorage\x12X\n\x0bStoreResult\x12#.faceanalysis.v1.StoreResultRequest\x1a$.faceanalysis.v1.StoreResultResponse\x12Q\n\x0bLookupCache\x12#.faceanalysis.v1.LookupCacheRequest\x1a\x1d.faceanalysis.v1.StoredResult\x12M\n\tGetResult\x12!.faceanalysis.v1.GetResultRequest\x1a\x1d.faceanalysis.v1.StoredResult\x12Z\n\x0bListResults\x12$.faceanalysis.v1.ListAnalysesRequest\x1a%.faceanalysis.v1.ListAnalysesResponse\x12_\n\x0c\x44\x65leteResult\x12&.faceanalysis.v1.DeleteAnalysisRequest\x1a\'.faceanalysis.v1.DeleteAnalysisResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"faceanalysis/v1/data_storage.proto\x12\x0f\x66\x61\x63\x65\x61nalysis.v1\x1a\x1c\x66\x61\x63\x65\x61nalysis/v1/common.proto\x1a!faceanalysis/v1/image_input.proto\"h\n\x12StoreResultRequest\x12/\n\x06result\x18\x01 \x01(\x0b\x32\x1f.faceanalysis.v1.AnalysisResult\x12\x11\n\tcache_key\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\"+\n\x13StoreResultResponse\x12\x14\n\x0c\x61rchive_path\x18\x01 \x01(\t\"7\n\x12LookupCacheRequest\x12\x11\n\tcache_key\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\"7\n\x10GetResultRequest\x12\x13\n\x0b\x61nalysis_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\"K\n\x12ListResultsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\":\n\x13\x44\x65leteResultRequest\x12\x13\n\x0b\x61nalysis_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\"?\n\x0cStoredResult\x12/\n\x06result\x18\x01 \x01(\x0b\x32\x1f.faceanalysis.v1.AnalysisResult2\xc3\x03\n\x0b\x44\x61taStorage\x12X\n\x0bStoreResult\x12#.faceanalysis.v1.StoreResultRequest\x1a$.faceanalysis.v1.StoreResultResponse\x12Q\n\x0bLookupCache\x12#.faceanalysis.v1.LookupCacheRequest\x1a\x1d.faceanalysis.v1.StoredResult\x12M\n\tGetResult\x12!.faceanalysis.v1.GetResultRequest\x1a\x1d.faceanalysis.v1.StoredResult\x12Y\n\x0bListResults\x12#.faceanalysis.v1.ListResultsRequest\x1a%.faceanalysis.v1.ListAnalysesResponse\x12]\n\x0c\x44\x65leteResult\x12$.faceanalysis.v1.DeleteResultRequest\x1a\'.faceanalysis.v1.DeleteAnalysisResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,15 +34,19 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'faceanalysis.v1.data_storag
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_STORERESULTREQUEST']._serialized_start=120
-  _globals['_STORERESULTREQUEST']._serialized_end=208
-  _globals['_STORERESULTRESPONSE']._serialized_start=210
-  _globals['_STORERESULTRESPONSE']._serialized_end=253
-  _globals['_LOOKUPCACHEREQUEST']._serialized_start=255
-  _globals['_LOOKUPCACHEREQUEST']._serialized_end=294
-  _globals['_GETRESULTREQUEST']._serialized_start=296
-  _globals['_GETRESULTREQUEST']._serialized_end=335
-  _globals['_STOREDRESULT']._serialized_start=337
-  _globals['_STOREDRESULT']._serialized_end=400
-  _globals['_DATASTORAGE']._serialized_start=403
-  _globals['_DATASTORAGE']._serialized_end=857
+  _globals['_STORERESULTREQUEST']._serialized_end=224
+  _globals['_STORERESULTRESPONSE']._serialized_start=226
+  _globals['_STORERESULTRESPONSE']._serialized_end=269
+  _globals['_LOOKUPCACHEREQUEST']._serialized_start=271
+  _globals['_LOOKUPCACHEREQUEST']._serialized_end=326
+  _globals['_GETRESULTREQUEST']._serialized_start=328
+  _globals['_GETRESULTREQUEST']._serialized_end=383
+  _globals['_LISTRESULTSREQUEST']._serialized_start=385
+  _globals['_LISTRESULTSREQUEST']._serialized_end=460
+  _globals['_DELETERESULTREQUEST']._serialized_start=462
+  _globals['_DELETERESULTREQUEST']._serialized_end=520
+  _globals['_STOREDRESULT']._serialized_start=522
+  _globals['_STOREDRESULT']._serialized_end=585
+  _globals['_DATASTORAGE']._serialized_start=588
+  _globals['_DATASTORAGE']._serialized_end=1039
 # @@protoc_insertion_point(module_scope)

@@ -52,12 +52,12 @@ class DataStorageStub:
                 _registered_method=True)
         self.ListResults = channel.unary_unary(
                 '/faceanalysis.v1.DataStorage/ListResults',
-                request_serializer=faceanalysis_dot_v1_dot_image__input__pb2.ListAnalysesRequest.SerializeToString,
+                request_serializer=faceanalysis_dot_v1_dot_data__storage__pb2.ListResultsRequest.SerializeToString,
                 response_deserializer=faceanalysis_dot_v1_dot_image__input__pb2.ListAnalysesResponse.FromString,
                 _registered_method=True)
         self.DeleteResult = channel.unary_unary(
                 '/faceanalysis.v1.DataStorage/DeleteResult',
-                request_serializer=faceanalysis_dot_v1_dot_image__input__pb2.DeleteAnalysisRequest.SerializeToString,
+                request_serializer=faceanalysis_dot_v1_dot_data__storage__pb2.DeleteResultRequest.SerializeToString,
                 response_deserializer=faceanalysis_dot_v1_dot_image__input__pb2.DeleteAnalysisResponse.FromString,
                 _registered_method=True)
 
@@ -116,12 +116,12 @@ def add_DataStorageServicer_to_server(servicer, server):
             ),
             'ListResults': grpc.unary_unary_rpc_method_handler(
                     servicer.ListResults,
-                    request_deserializer=faceanalysis_dot_v1_dot_image__input__pb2.ListAnalysesRequest.FromString,
+                    request_deserializer=faceanalysis_dot_v1_dot_data__storage__pb2.ListResultsRequest.FromString,
                     response_serializer=faceanalysis_dot_v1_dot_image__input__pb2.ListAnalysesResponse.SerializeToString,
             ),
             'DeleteResult': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteResult,
-                    request_deserializer=faceanalysis_dot_v1_dot_image__input__pb2.DeleteAnalysisRequest.FromString,
+                    request_deserializer=faceanalysis_dot_v1_dot_data__storage__pb2.DeleteResultRequest.FromString,
                     response_serializer=faceanalysis_dot_v1_dot_image__input__pb2.DeleteAnalysisResponse.SerializeToString,
             ),
     }
@@ -231,7 +231,7 @@ class DataStorage:
             request,
             target,
             '/faceanalysis.v1.DataStorage/ListResults',
-            faceanalysis_dot_v1_dot_image__input__pb2.ListAnalysesRequest.SerializeToString,
+            faceanalysis_dot_v1_dot_data__storage__pb2.ListResultsRequest.SerializeToString,
             faceanalysis_dot_v1_dot_image__input__pb2.ListAnalysesResponse.FromString,
             options,
             channel_credentials,
@@ -258,7 +258,7 @@ class DataStorage:
             request,
             target,
             '/faceanalysis.v1.DataStorage/DeleteResult',
-            faceanalysis_dot_v1_dot_image__input__pb2.DeleteAnalysisRequest.SerializeToString,
+            faceanalysis_dot_v1_dot_data__storage__pb2.DeleteResultRequest.SerializeToString,
             faceanalysis_dot_v1_dot_image__input__pb2.DeleteAnalysisResponse.FromString,
             options,
             channel_credentials,

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from faceanalysis.v1 import common_pb2 as faceanalysis_dot_v1_dot_common__pb2
 from faceanalysis.v1 import face_landmark_pb2 as faceanalysis_dot_v1_dot_face__landmark__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -39,6 +40,11 @@ class FaceLandmarkStub:
                 request_serializer=faceanalysis_dot_v1_dot_face__landmark__pb2.DetectFacesRequest.SerializeToString,
                 response_deserializer=faceanalysis_dot_v1_dot_face__landmark__pb2.DetectFacesResponse.FromString,
                 _registered_method=True)
+        self.DescribeModels = channel.unary_unary(
+                '/faceanalysis.v1.FaceLandmark/DescribeModels',
+                request_serializer=faceanalysis_dot_v1_dot_common__pb2.DescribeModelsRequest.SerializeToString,
+                response_deserializer=faceanalysis_dot_v1_dot_common__pb2.DescribeModelsResponse.FromString,
+                _registered_method=True)
 
 
 class FaceLandmarkServicer:
@@ -50,6 +56,13 @@ class FaceLandmarkServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DescribeModels(self, request, context):
+        """The models and settings behind DetectFaces' answers (the same list every answer carries).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FaceLandmarkServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -57,6 +70,11 @@ def add_FaceLandmarkServicer_to_server(servicer, server):
                     servicer.DetectFaces,
                     request_deserializer=faceanalysis_dot_v1_dot_face__landmark__pb2.DetectFacesRequest.FromString,
                     response_serializer=faceanalysis_dot_v1_dot_face__landmark__pb2.DetectFacesResponse.SerializeToString,
+            ),
+            'DescribeModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeModels,
+                    request_deserializer=faceanalysis_dot_v1_dot_common__pb2.DescribeModelsRequest.FromString,
+                    response_serializer=faceanalysis_dot_v1_dot_common__pb2.DescribeModelsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +104,33 @@ class FaceLandmark:
             '/faceanalysis.v1.FaceLandmark/DetectFaces',
             faceanalysis_dot_v1_dot_face__landmark__pb2.DetectFacesRequest.SerializeToString,
             faceanalysis_dot_v1_dot_face__landmark__pb2.DetectFacesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/faceanalysis.v1.FaceLandmark/DescribeModels',
+            faceanalysis_dot_v1_dot_common__pb2.DescribeModelsRequest.SerializeToString,
+            faceanalysis_dot_v1_dot_common__pb2.DescribeModelsResponse.FromString,
             options,
             channel_credentials,
             insecure,

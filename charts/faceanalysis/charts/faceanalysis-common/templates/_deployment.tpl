@@ -7,6 +7,7 @@
 {{- $probes := .Values.probes | default dict -}}
 {{- $readiness := $probes.readiness | default dict -}}
 {{- $liveness := $probes.liveness | default dict -}}
+{{- $probePort := include "faceanalysis.probePort" . -}}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -62,6 +63,10 @@ spec:
             - name: FACEANALYSIS_MODEL_MIRROR
               value: {{ . | quote }}
             {{- end }}
+            {{- if $models.allowUnverified }}
+            - name: FACEANALYSIS_ALLOW_UNVERIFIED_MODELS
+              value: "true"
+            {{- end }}
           resources:
             {{- toYaml .Values.models.resources | nindent 12 }}
           securityContext:
@@ -78,6 +83,9 @@ spec:
           ports:
             - {name: grpc, containerPort: {{ $spec.port }}, protocol: TCP}
             - {name: metrics, containerPort: {{ $spec.metricsPort }}, protocol: TCP}
+            {{- if include "faceanalysis.tls.enabled" . }}
+            - {name: health, containerPort: {{ $spec.healthPort }}, protocol: TCP}
+            {{- end }}
           env:
             {{- include "faceanalysis.env" . | nindent 12 }}
           # Health turns SERVING only after models load and a warm-up inference passes,
@@ -85,20 +93,21 @@ spec:
           # Health is answered on the server's event loop, outside the work thread pool and
           # outside admission, so a pod busy with a full pool still answers every probe in
           # milliseconds; the timeouts only cover a loaded node and a CPU-throttled container.
+          # With global.tls on they ask the plaintext health port (the kubelet cannot do TLS).
           startupProbe:
-            grpc: {port: {{ $spec.port }}, service: {{ $spec.grpcService }}}
+            grpc: {port: {{ $probePort }}, service: {{ $spec.grpcService }}}
             periodSeconds: 5
             timeoutSeconds: {{ $readiness.timeoutSeconds | default 3 }}
             failureThreshold: {{ $probes.startupFailureThreshold }}
           readinessProbe:
-            grpc: {port: {{ $spec.port }}, service: {{ $spec.grpcService }}}
+            grpc: {port: {{ $probePort }}, service: {{ $spec.grpcService }}}
             periodSeconds: {{ $readiness.periodSeconds | default 5 }}
             timeoutSeconds: {{ $readiness.timeoutSeconds | default 3 }}
             failureThreshold: {{ $readiness.failureThreshold | default 3 }}
           # Liveness asks the server as a whole ("") and by default tolerates 60 s (10 s x 6) of
           # failures, longer than the shutdown grace, so a draining pod is never killed early.
           livenessProbe:
-            grpc: {port: {{ $spec.port }}, service: ""}
+            grpc: {port: {{ $probePort }}, service: ""}
             periodSeconds: {{ $liveness.periodSeconds | default 10 }}
             timeoutSeconds: {{ $liveness.timeoutSeconds | default 5 }}
             failureThreshold: {{ $liveness.failureThreshold | default 6 }}
@@ -116,6 +125,8 @@ spec:
             {{- if $spec.archive }}
             - {name: archive, mountPath: {{ .Values.archive.dir }}}
             {{- end }}
+            {{- include "faceanalysis.tls.volumeMount" . | nindent 12 }}
+            {{- include "faceanalysis.apiKeys.volumeMount" . | nindent 12 }}
       volumes:
         - name: tmp
           emptyDir:
@@ -135,6 +146,8 @@ spec:
             sizeLimit: {{ .Values.archive.persistence.size }}
           {{- end }}
         {{- end }}
+        {{- include "faceanalysis.tls.volume" . | nindent 8 }}
+        {{- include "faceanalysis.apiKeys.volume" . | nindent 8 }}
       {{- with .Values.nodeSelector }}
       nodeSelector:
         {{- toYaml . | nindent 8 }}

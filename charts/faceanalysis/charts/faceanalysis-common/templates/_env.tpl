@@ -44,6 +44,9 @@ Ports, peers, Redis and directories are derived from the release and not meant t
 {{- end }}
 {{- /* Admission limit, work threads and CPU limit from the container's resources (_admission.tpl). */}}
 {{- include "faceanalysis.derivedEnv" . }}
+{{- /* Certificates and the plaintext health port (_tls.tpl), the API key file (_auth.tpl). */}}
+{{- include "faceanalysis.tls.env" . }}
+{{- include "faceanalysis.apiKeys.env" . }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}

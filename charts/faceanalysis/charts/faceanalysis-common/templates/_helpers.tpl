@@ -15,11 +15,15 @@ tests/deploy checks it against the Python registry.
 # admits: the Settings field that caps the work a pod holds at once (derived from the memory
 #   limit, see _admission.tpl; faceanalysis_work_in_flight counts that work);
 # cpuLimit: FACEANALYSIS_CPU_LIMIT from the container's CPU limit (ONNX Runtime/OpenCV threads);
-# workersFollowAdmission: max_workers = the admission limit (every admitted item is blocking work).
-image-input:     {port: 50050, metricsPort: 9150, grpcService: faceanalysis.v1.FaceAnalysis, calls: [face-landmark, face-attributes, data-storage], admits: max_concurrent_images}
-face-landmark:   {port: 50051, metricsPort: 9151, grpcService: faceanalysis.v1.FaceLandmark, models: true, target: landmark_target, admits: max_concurrent_images, cpuLimit: true, workersFollowAdmission: true}
-face-attributes: {port: 50052, metricsPort: 9152, grpcService: faceanalysis.v1.FaceAttributes, models: true, target: attributes_target, admits: batch_queue_max_faces, cpuLimit: true}
-data-storage:    {port: 50053, metricsPort: 9153, grpcService: faceanalysis.v1.DataStorage, target: storage_target, calls: [redis], archive: true}
+# workersFollowAdmission: max_workers = the admission limit (every admitted item is blocking work);
+# healthPort: plaintext grpc.health.v1 only (FACEANALYSIS_HEALTH_PORT), opened when global.tls is on,
+#   because the kubelet's gRPC probe cannot speak TLS (_tls.tpl);
+# public: reached from outside the release (the edge, `helm test`), so it never asks for client
+#   certificates; apiKeys: checks API keys (image-input.auth, _auth.tpl).
+image-input:     {port: 50050, metricsPort: 9150, healthPort: 50150, grpcService: faceanalysis.v1.FaceAnalysis, calls: [face-landmark, face-attributes, data-storage], admits: max_concurrent_images, public: true, apiKeys: true}
+face-landmark:   {port: 50051, metricsPort: 9151, healthPort: 50151, grpcService: faceanalysis.v1.FaceLandmark, models: true, target: landmark_target, admits: max_concurrent_images, cpuLimit: true, workersFollowAdmission: true}
+face-attributes: {port: 50052, metricsPort: 9152, healthPort: 50152, grpcService: faceanalysis.v1.FaceAttributes, models: true, target: attributes_target, admits: batch_queue_max_faces, cpuLimit: true}
+data-storage:    {port: 50053, metricsPort: 9153, healthPort: 50153, grpcService: faceanalysis.v1.DataStorage, target: storage_target, calls: [redis], archive: true}
 redis:           {port: 6379, metricsPort: 9121}
 # The `helm test` Pod of the umbrella chart calls the public API like a client would.
 api-test:        {calls: [image-input]}

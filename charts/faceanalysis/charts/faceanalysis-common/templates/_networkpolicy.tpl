@@ -1,7 +1,9 @@
 {{/*
 NetworkPolicy of one pod group. Deny by default (both policy types), then allow only:
 - ingress on the main port from the services whose `calls` (faceanalysis.specs) name this one,
-  plus networkPolicy.ingressFrom (image-input: the ingress controller);
+  plus networkPolicy.ingressFrom, and for image-input the edge: the Gateway's proxies
+  (networkPolicy.gatewayFrom) when gateway.enabled, the ingress controller
+  (networkPolicy.ingressControllerFrom) when ingress.enabled;
 - ingress on the metrics port from global.networkPolicy.metricsFrom (Prometheus);
 - egress to DNS and to the services this one `calls`;
 - egress for the model download init container, when models are pulled at start.
@@ -19,6 +21,13 @@ NetworkPolicy of one pod group. Deny by default (both policy types), then allow 
 {{- end -}}
 {{- $models := $global.models | default dict -}}
 {{- $pullModels := and $spec.models (eq ($models.source | default "initContainer") "initContainer") -}}
+{{- $peers := .Values.networkPolicy.ingressFrom | default list -}}
+{{- if (.Values.gateway | default dict).enabled -}}
+{{- $peers = concat $peers (.Values.networkPolicy.gatewayFrom | default list) -}}
+{{- end -}}
+{{- if (.Values.ingress | default dict).enabled -}}
+{{- $peers = concat $peers (.Values.networkPolicy.ingressControllerFrom | default list) -}}
+{{- end -}}
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata:
@@ -32,7 +41,7 @@ spec:
       {{- include "faceanalysis.selectorLabels" . | nindent 6 }}
   policyTypes: [Ingress, Egress]
   ingress:
-    {{- if or $callers .Values.networkPolicy.ingressFrom }}
+    {{- if or $callers $peers }}
     - ports:
         - {port: {{ $spec.port }}, protocol: TCP}
       from:
@@ -41,7 +50,7 @@ spec:
             matchLabels:
               {{- include "faceanalysis.selectorLabelsFor" (list $ .) | nindent 14 }}
         {{- end }}
-        {{- with .Values.networkPolicy.ingressFrom }}
+        {{- with $peers }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
     {{- end }}
@@ -82,7 +91,7 @@ spec:
 
 {{/* Everything a faceanalysis service chart renders; a service chart's template is one include. */}}
 {{- define "faceanalysis.service" -}}
-{{- $parts := list "faceanalysis.serviceAccount" "faceanalysis.deployment" "faceanalysis.services" "faceanalysis.hpa" "faceanalysis.pdb" "faceanalysis.networkPolicy" "faceanalysis.archiveClaim" -}}
+{{- $parts := list "faceanalysis.serviceAccount" "faceanalysis.deployment" "faceanalysis.services" "faceanalysis.hpa" "faceanalysis.pdb" "faceanalysis.networkPolicy" "faceanalysis.archiveClaim" "faceanalysis.tls.serviceCertificate" -}}
 {{- range $parts }}
 {{- $doc := include . $ | trim }}
 {{- if $doc }}
