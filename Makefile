@@ -18,7 +18,9 @@ VENV ?= .venv
 PY ?= $(VENV)/bin/python
 FA ?= $(VENV)/bin/faceanalysis
 PYTHON ?= python3
-IMAGES ?= data/
+# Photos for `make run`: data/ when you have put photos there, else the shared sample photos beside
+# the repository (../shared/images; they stay there, the repository carries no photos).
+IMAGES ?= $(if $(wildcard data/*),data/,$(if $(wildcard ../shared/images),../shared/images,data/))
 PYTEST_FLAGS ?=
 BENCH_FLAGS ?=
 

@@ -23,7 +23,9 @@ merge = render_module.merge
 VARIANTS: dict[str, dict] = {
     "default": {},
     "autoscaling-off": {s: {"autoscaling": {"enabled": False}} for s in SERVICES},
-    "custom-metric": {s: {"autoscaling": {"inFlight": {"enabled": True}}} for s in SERVICES},
+    # data-storage autoscales only on a ReadWriteMany archive (rendering refuses otherwise).
+    "custom-metric": merge({s: {"autoscaling": {"enabled": True, "inFlight": {"enabled": True}}} for s in SERVICES},
+                           {"data-storage": {"archive": {"persistence": {"accessModes": ["ReadWriteMany"]}}}}),
     # The edge: the Ingress instead of the Gateway (TLS at the Ingress); a shared Gateway of the
     # platform team; the Gateway's certificate from cert-manager; both edges with TLS everywhere.
     "ingress": {"image-input": {"gateway": {"enabled": False},
@@ -46,7 +48,8 @@ VARIANTS: dict[str, dict] = {
     },
     "existing-redis-secret": {"global": {"redis": {"existingSecret": "my-redis", "existingSecretPasswordKey": "password"}}},
     "baked-models": {"global": {"models": {"source": "baked"}}},
-    "archive-pvc": {"data-storage": {"archive": {"persistence": {"enabled": True}}}},
+    # The archive on an emptyDir (persistence off): it dies with the pod.
+    "archive-emptydir": {"data-storage": {"archive": {"persistence": {"enabled": False}}}},
     "kind": render_module.values_from_files([ROOT / "k8s" / "values-kind.yaml"]),
     "minikube": render_module.values_from_files([ROOT / "k8s" / "values-minikube.yaml"]),
     "production": render_module.values_from_files([ROOT / "k8s" / "values-production.yaml"]),

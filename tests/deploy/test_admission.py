@@ -235,7 +235,8 @@ def test_hpa_target_follows_memory_and_explicit_value():
 
 def test_data_storage_in_flight_needs_a_target():
     with pytest.raises(helm.HelmError, match="data-storage: autoscaling.inFlight.averageValue is required"):
-        render({"data-storage": {"autoscaling": {"inFlight": {"enabled": True, "averageValue": ""}}}})
+        render({"data-storage": {"autoscaling": {"enabled": True, "inFlight": {"enabled": True, "averageValue": ""}},
+                                 "archive": {"persistence": {"accessModes": ["ReadWriteMany"]}}}})
 
 
 # --- probes of a busy pod ------------------------------------------------------------------------

@@ -56,10 +56,10 @@ def test_default_objects(default_render):
     # The edge by default: a Gateway of class eg with its GRPCRoute and Envoy Gateway's timeout
     # policy (tests/deploy/test_edge.py); no Ingress (ingress-nginx is retired upstream).
     assert kinds == ["BackendTrafficPolicy", "ConfigMap", "Deployment", "GRPCRoute", "Gateway",
-                     "HorizontalPodAutoscaler", "NetworkPolicy", "Pod", "PodDisruptionBudget", "Secret",
-                     "Service", "ServiceAccount", "StatefulSet"]
+                     "HorizontalPodAutoscaler", "NetworkPolicy", "PersistentVolumeClaim", "Pod",
+                     "PodDisruptionBudget", "Secret", "Service", "ServiceAccount", "StatefulSet"]
     assert len(default_render.of_kind("Deployment")) == 4
-    assert len(default_render.of_kind("HorizontalPodAutoscaler")) == 4
+    assert len(default_render.of_kind("HorizontalPodAutoscaler")) == 3  # not data-storage: one archive, one pod
     assert len(default_render.of_kind("StatefulSet")) == 1
 
 
@@ -67,8 +67,11 @@ def test_autoscaling_off_pins_replicas(rendered_variants):
     r = rendered_variants["autoscaling-off"]
     assert not r.of_kind("HorizontalPodAutoscaler")
     assert all(d["spec"]["replicas"] == 1 for d in r.of_kind("Deployment"))
-    # With an HPA the Deployment leaves replicas to it (else every upgrade resets the scale).
-    assert all("replicas" not in d["spec"] for d in rendered_variants["default"].of_kind("Deployment"))
+    # With an HPA the Deployment leaves replicas to it (else every upgrade resets the scale); by
+    # default data-storage has none (one replica on a ReadWriteOnce archive, see below).
+    scaled = [d for d in rendered_variants["default"].of_kind("Deployment")
+              if d["metadata"]["name"] != "fa-data-storage"]
+    assert len(scaled) == 3 and all("replicas" not in d["spec"] for d in scaled)
 
 
 def test_custom_metric(rendered_variants):
@@ -155,9 +158,10 @@ def test_archive_volume(rendered_variants):
     def archive_volume(variant):
         spec = rendered_variants[variant].get("Deployment", "fa-data-storage")["spec"]["template"]["spec"]
         return next(v for v in spec["volumes"] if v["name"] == "archive")
-    assert "emptyDir" in archive_volume("default")
-    assert archive_volume("archive-pvc")["persistentVolumeClaim"]["claimName"] == "fa-data-storage-archive"
-    rendered_variants["archive-pvc"].get("PersistentVolumeClaim", "fa-data-storage-archive")
+    # By default the archive outlives the pod, on the chart's claim.
+    assert archive_volume("default")["persistentVolumeClaim"]["claimName"] == "fa-data-storage-archive"
+    rendered_variants["default"].get("PersistentVolumeClaim", "fa-data-storage-archive")
+    assert "emptyDir" in archive_volume("archive-emptydir")
 
 
 def test_config_values_become_env():
@@ -178,3 +182,42 @@ def _containers(r):
     for name, _, spec in pod_specs(r):
         for c in spec.get("initContainers", []) + spec["containers"]:
             yield name, c["name"], c
+
+
+# --- the archive: the same answer from every data-storage replica ----------------------------
+
+def archive_values(persistence: dict | None, **scaling) -> dict:
+    storage: dict = {**scaling}
+    if persistence is not None:
+        storage["archive"] = {"persistence": persistence}
+    return {"data-storage": storage}
+
+
+@pytest.mark.parametrize("values,why", [
+    (archive_values({"enabled": True, "accessModes": ["ReadWriteOnce"]},
+                    autoscaling={"enabled": True, "maxReplicas": 3}), "up to 3 replicas \\(autoscaling.maxReplicas\\)"),
+    (archive_values({"enabled": False}, replicaCount=2), "up to 2 replicas \\(replicaCount\\)"),
+])
+def test_more_than_one_replica_needs_a_shared_archive(values, why):
+    """Replicas on their own archives would find and delete old results only where they were stored."""
+    with pytest.raises(helm.HelmError, match=f"data-storage: {why} would each keep their own archive.*ReadWriteMany"):
+        render(values)
+
+
+def test_default_archive_is_one_replica_on_a_claim_rolled_out_by_recreate(rendered_variants):
+    rendered = rendered_variants["default"]
+    deployment = rendered.get("Deployment", "fa-data-storage")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}  # the claim attaches to one node
+    assert not [h for h in rendered.of_kind("HorizontalPodAutoscaler") if h["metadata"]["name"] == "fa-data-storage"]
+    claim = rendered.get("PersistentVolumeClaim", "fa-data-storage-archive")
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+
+
+def test_a_read_write_many_archive_lets_data_storage_autoscale():
+    rendered = render(archive_values({"enabled": True, "accessModes": ["ReadWriteMany"]},
+                                     autoscaling={"enabled": True, "maxReplicas": 6}))
+    deployment = rendered.get("Deployment", "fa-data-storage")
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    hpa = rendered.get("HorizontalPodAutoscaler", "fa-data-storage")
+    assert hpa["spec"]["maxReplicas"] == 6

@@ -13,7 +13,7 @@ SKIPS = Path(__file__).with_name("checkov-skips.yaml")
 def test_checkov_kubernetes(rendered_variants, tmp_path):
     # The defaults, production and the variants that add objects (PVC, Pods metric, the Ingress,
     # certificates and their volumes, the key Secret or not).
-    for name in ("default", "production", "custom-metric", "ingress", "internal-tls", "archive-pvc",
+    for name in ("default", "production", "custom-metric", "ingress", "internal-tls", "archive-emptydir",
                  "existing-redis-secret", "existing-api-keys"):
         (tmp_path / f"{name}.yaml").write_text(rendered_variants[name].text())
     report = run_checkov("kubernetes", tmp_path, SKIPS)

@@ -69,6 +69,17 @@ def test_the_same_models_hit_the_cache(analyze):
     assert second.cached and second.analysis_id == first.analysis_id
 
 
+def test_a_photo_without_faces_hits_the_cache_too(stack):
+    """No face: face-attributes is never called, yet the key still names the models it serves."""
+    with grpc.insecure_channel(stack.target("image-input")) as channel:
+        stub = image_input_pb2_grpc.FaceAnalysisStub(channel)
+        request = image_input_pb2.AnalyzeImageRequest(image=image("dlib/dogs.jpg").read_bytes())
+        first = stub.AnalyzeImage(request, timeout=60).result
+        again = stub.AnalyzeImage(request, timeout=60).result
+    assert not first.faces and not first.cached
+    assert again.cached and again.analysis_id == first.analysis_id
+
+
 def test_a_new_detection_threshold_misses(stack, analyze):
     restart(stack, "face-landmark", FACEANALYSIS_DETECTION_THRESHOLD="0.85")
     result = misses_then_hits(analyze)

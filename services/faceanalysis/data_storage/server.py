@@ -17,6 +17,7 @@ from faceanalysis.v1 import data_storage_pb2, data_storage_pb2_grpc, image_input
 
 log = logging.getLogger(__name__)
 DEFAULT_PAGE = 50
+RETENTION_EVERY_SECONDS = 3600
 MAX_PAGE = 500
 
 
@@ -113,11 +114,25 @@ def build(settings: config.Settings) -> ServiceApp:
         while not stop.is_set():
             try:
                 store.ping()
-                return
+                break
             except (redis.RedisError, OSError) as err:
                 log_fields(log, logging.WARNING, "storage not ready, retrying", error=str(err), retry_in=delay)
                 stop.wait(delay)
                 delay = min(delay * 2, 5.0)
+        if settings.archive_retention_days > 0:
+            threading.Thread(target=sweep_archive, name="archive-retention", daemon=True).start()
+
+    def sweep_archive() -> None:
+        max_age = settings.archive_retention_days * 86400
+        while not stop.is_set():
+            try:
+                removed = store.archive.sweep(max_age)
+                if removed:
+                    log_fields(log, logging.INFO, "archive retention", removed=removed,
+                               older_than_days=settings.archive_retention_days)
+            except OSError as err:
+                log_fields(log, logging.WARNING, "archive retention failed", error=str(err))
+            stop.wait(RETENTION_EVERY_SECONDS)
 
     return ServiceApp(
         spec=services.DATA_STORAGE,

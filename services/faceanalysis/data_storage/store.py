@@ -94,6 +94,23 @@ class Archive:
         path.unlink(missing_ok=True)
         return existed
 
+    def sweep(self, max_age_seconds: float, now: float | None = None) -> int:
+        """Deletes every tenant's archived results written more than `max_age_seconds` ago;
+        returns how many. Replicas sharing the archive may sweep at once: a file another one
+        removed first is simply gone."""
+        cutoff = (time.time() if now is None else now) - max_age_seconds
+        removed = 0
+        folders = [self.directory, *sorted((self.directory / "tenants").glob("*"))]
+        for folder in folders:
+            for path in folder.glob("*.json"):  # results only: temp files start with a dot
+                try:
+                    if path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        removed += 1
+                except FileNotFoundError:
+                    continue
+        return removed
+
 
 class Store:
     def __init__(self, client: redis.Redis, archive: Archive, ttl_seconds: int):

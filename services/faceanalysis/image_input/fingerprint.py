@@ -48,6 +48,7 @@ class Fingerprint:
     def __init__(self, peers: Iterable[Peer], refresh_seconds: float):
         self.peers, self.refresh_seconds = list(peers), refresh_seconds
         self._digest: str | None = None
+        self.described: dict[str, list[common_pb2.ModelInfo]] = {}  # peer name -> its models, last asked
         self._asked = float("-inf")
         self._lock = asyncio.Lock()  # one DescribeModels round at a time, not one per waiting call
 
@@ -61,13 +62,22 @@ class Fingerprint:
             return await self._ask()
 
     async def _ask(self) -> str | None:
-        models: list[common_pb2.ModelInfo] = []
+        described = {}
         try:
             for peer in self.peers:
                 answer = await peer.call("DescribeModels", common_pb2.DescribeModelsRequest(),
                                          timeout=DESCRIBE_SECONDS)
-                models.extend(answer.models)
+                described[peer.name] = list(answer.models)
         except PeerError:
             return None  # asked again on the next call
-        self._digest, self._asked = digest(models), time.monotonic()
+        self.described = described
+        self._digest = digest(m for models in described.values() for m in models)
+        self._asked = time.monotonic()
         return self._digest
+
+    def stored_digest(self, models: list[common_pb2.ModelInfo], skipped: Iterable[str] = ()) -> str:
+        """The digest to store a result under: the models that made it, plus, for each peer in
+        `skipped` (face-attributes, for a photo without faces), the models that peer would have
+        used, as last described; so a later lookup of the same photo matches."""
+        extra = [m for name in skipped for m in self.described.get(name, ())]
+        return digest([*models, *extra])

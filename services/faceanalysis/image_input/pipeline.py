@@ -116,7 +116,8 @@ class Pipeline:
 
         if not options.no_store:
             with timing.stage(result.timings, "data_storage"):
-                key = fingerprint.cache_key(header.sha256, fingerprint.digest(result.models))
+                skipped = () if detected.faces else (self.attributes.name,)
+                key = fingerprint.cache_key(header.sha256, self.fingerprint.stored_digest(list(result.models), skipped))
                 await self._store(tenant, result, key, deadline)
         result.timings.add(stage="total", seconds=time.perf_counter() - started)
         return result

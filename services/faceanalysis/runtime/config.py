@@ -176,6 +176,9 @@ class Settings(BaseSettings):
     redis_password: SecretStr | None = Field(None, description="overrides the URL's password; from a Kubernetes Secret")
     result_ttl_seconds: int = Field(7 * 24 * 3600, ge=1, description="how long Redis keeps a result")
     archive_dir: Path = Field(Path("storage/archive"), description="one JSON file per analysis")
+    archive_retention_days: float = Field(
+        0, ge=0, description="archived results older than this are deleted (checked at start and hourly, by "
+        "every data-storage replica); 0 keeps them until DeleteAnalysis")
 
     def grpc_port_for(self, spec: services.ServiceSpec) -> int:
         return spec.grpc_port if self.grpc_port is None else self.grpc_port

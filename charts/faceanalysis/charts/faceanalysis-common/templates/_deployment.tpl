@@ -1,5 +1,6 @@
 {{/* The Deployment of one faceanalysis service. */}}
 {{- define "faceanalysis.deployment" -}}
+{{- include "faceanalysis.archiveCheck" . -}}
 {{- $spec := include "faceanalysis.spec" (list . .Chart.Name) | fromYaml -}}
 {{- $global := .Values.global | default dict -}}
 {{- $models := $global.models | default dict -}}
@@ -24,11 +25,16 @@ spec:
     matchLabels:
       {{- include "faceanalysis.selectorLabels" . | nindent 6 }}
   strategy:
+    {{- if include "faceanalysis.archiveSingleAttach" . }}
+    # The archive claim attaches to one node at a time: a surge pod elsewhere would wait forever.
+    type: Recreate
+    {{- else }}
     type: RollingUpdate
     rollingUpdate:
       # New pods must be SERVING (models loaded, warm-up passed) before old ones go.
       maxSurge: 25%
       maxUnavailable: 0
+    {{- end }}
   template:
     metadata:
       labels:

@@ -74,6 +74,36 @@ spec:
 {{- end -}}
 {{- end -}}
 
+{{/*
+Whether the archive can give the same answer from every data-storage replica. Each replica reads
+and deletes results in the archive it mounts, so when the HPA (or replicaCount) allows more than
+one, they must share one volume that every node can mount at once: a ReadWriteMany claim. Else,
+a result past its Redis TTL would be found, or deleted, only by the pod that stored it, and a
+surge pod on another node would hang on a ReadWriteOnce claim. Fails rendering with the way out.
+With persistence on and no ReadWriteMany, the single replica is replaced with the Recreate
+strategy (see faceanalysis.archiveSingleAttach).
+*/}}
+{{- define "faceanalysis.archiveCheck" -}}
+{{- $spec := include "faceanalysis.spec" (list . .Chart.Name) | fromYaml -}}
+{{- if $spec.archive -}}
+{{- $most := ternary (int .Values.autoscaling.maxReplicas) (int .Values.replicaCount) (.Values.autoscaling.enabled | default false) -}}
+{{- $persistence := .Values.archive.persistence -}}
+{{- $shared := and $persistence.enabled (has "ReadWriteMany" ($persistence.accessModes | default list)) -}}
+{{- if and (gt $most 1) (not $shared) -}}
+{{- fail (printf "%s: up to %d replicas (%s) would each keep their own archive, so a result past its Redis TTL would be found or deleted only by the pod that stored it. Either share one archive: archive.persistence.enabled=true with accessModes [ReadWriteMany] (a storage class that offers it: NFS, CephFS, EFS, Azure Files, Filestore), or run one replica: autoscaling.enabled=false and replicaCount=1" .Chart.Name $most (ternary "autoscaling.maxReplicas" "replicaCount" (.Values.autoscaling.enabled | default false))) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when data-storage's archive is a claim that only one node can mount (ReadWriteOnce). */}}
+{{- define "faceanalysis.archiveSingleAttach" -}}
+{{- $spec := include "faceanalysis.spec" (list . .Chart.Name) | fromYaml -}}
+{{- if $spec.archive -}}
+{{- $persistence := .Values.archive.persistence | default dict -}}
+{{- if and $persistence.enabled (not (has "ReadWriteMany" ($persistence.accessModes | default list))) -}}true{{- end -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The archive PVC of data-storage, when persistence is on and no claim is given. */}}
 {{- define "faceanalysis.archiveClaim" -}}
 {{- $spec := include "faceanalysis.spec" (list . .Chart.Name) | fromYaml -}}
