@@ -221,3 +221,26 @@ def test_a_read_write_many_archive_lets_data_storage_autoscale():
     assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
     hpa = rendered.get("HorizontalPodAutoscaler", "fa-data-storage")
     assert hpa["spec"]["maxReplicas"] == 6
+
+
+# --- models from a shared, pre-filled volume -------------------------------------------------
+
+def test_models_from_a_shared_volume_are_verified_not_pulled():
+    claim = {"persistentVolumeClaim": {"claimName": "faceanalysis-models", "readOnly": True}}
+    rendered = render({"global": {"models": {"source": "volume", "volume": claim}}})
+    for service in ("face-landmark", "face-attributes"):
+        pod = rendered.get("Deployment", f"fa-{service}")["spec"]["template"]["spec"]
+        (init,) = pod["initContainers"]
+        assert init["command"] == ["faceanalysis", "models", "verify", "--only", service]
+        assert {"name": "models", "mountPath": "/models", "readOnly": True} in init["volumeMounts"]
+        volume = next(v for v in pod["volumes"] if v["name"] == "models")
+        assert volume == {"name": "models", **claim}
+        mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "models")
+        assert mount["readOnly"] is True
+    # Services without models get nothing of it.
+    assert "initContainers" not in rendered.get("Deployment", "fa-image-input")["spec"]["template"]["spec"]
+
+
+def test_a_shared_models_volume_must_be_named():
+    with pytest.raises(helm.HelmError, match="global.models.source=volume needs global.models.volume"):
+        render({"global": {"models": {"source": "volume"}}})

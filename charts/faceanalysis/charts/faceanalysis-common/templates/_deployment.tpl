@@ -5,6 +5,10 @@
 {{- $global := .Values.global | default dict -}}
 {{- $models := $global.models | default dict -}}
 {{- $pullModels := and $spec.models (eq ($models.source | default "initContainer") "initContainer") -}}
+{{- $sharedModels := and $spec.models (eq ($models.source | default "initContainer") "volume") -}}
+{{- if and $sharedModels (not $models.volume) -}}
+{{- fail (printf "%s: global.models.source=volume needs global.models.volume, the volume that holds the model files as `faceanalysis models pull` lays them out, e.g. {persistentVolumeClaim: {claimName: faceanalysis-models, readOnly: true}} or, on Kubernetes 1.33+, {image: {reference: registry.example/faceanalysis-models:1}}" .Chart.Name) -}}
+{{- end -}}
 {{- $probes := .Values.probes | default dict -}}
 {{- $readiness := $probes.readiness | default dict -}}
 {{- $liveness := $probes.liveness | default dict -}}
@@ -55,13 +59,19 @@ spec:
       terminationGracePeriodSeconds: {{ include "faceanalysis.terminationGrace" . }}
       securityContext:
         {{- include "faceanalysis.podSecurityContext" . | nindent 8 }}
-      {{- if $pullModels }}
+      {{- if or $pullModels $sharedModels }}
       initContainers:
         - name: models
           image: {{ include "faceanalysis.image" . }}
           imagePullPolicy: {{ include "faceanalysis.imagePullPolicy" . }}
+          {{- if $pullModels }}
           # Models are provisioned before the server starts, never fetched while serving.
           command: ["faceanalysis", "models", "pull", "--only", {{ .Chart.Name | quote }}]
+          {{- else }}
+          # A shared, pre-filled volume: checked against the manifest (sha256 of every file) before
+          # the server starts, so a half-filled or stale volume stops the pod with the reason.
+          command: ["faceanalysis", "models", "verify", "--only", {{ .Chart.Name | quote }}]
+          {{- end }}
           env:
             - name: FACEANALYSIS_MODELS_DIR
               value: {{ .Values.models.dir | quote }}
@@ -79,7 +89,7 @@ spec:
             {{- include "faceanalysis.containerSecurityContext" . | nindent 12 }}
           volumeMounts:
             - {name: tmp, mountPath: /tmp}
-            - {name: models, mountPath: {{ .Values.models.dir }}}
+            - {name: models, mountPath: {{ .Values.models.dir }}{{ if $sharedModels }}, readOnly: true{{ end }}}
       {{- end }}
       containers:
         - name: {{ .Chart.Name }}
@@ -123,10 +133,8 @@ spec:
             {{- include "faceanalysis.containerSecurityContext" . | nindent 12 }}
           volumeMounts:
             - {name: tmp, mountPath: /tmp}
-            {{- if $spec.models }}
-            {{- if $pullModels }}
+            {{- if or $pullModels $sharedModels }}
             - {name: models, mountPath: {{ .Values.models.dir }}, readOnly: true}
-            {{- end }}
             {{- end }}
             {{- if $spec.archive }}
             - {name: archive, mountPath: {{ .Values.archive.dir }}}
@@ -141,6 +149,9 @@ spec:
         - name: models
           emptyDir:
             sizeLimit: {{ .Values.models.sizeLimit }}
+        {{- else if $sharedModels }}
+        - name: models
+          {{- toYaml $models.volume | nindent 10 }}
         {{- end }}
         {{- if $spec.archive }}
         - name: archive
