@@ -192,3 +192,20 @@ def test_the_local_stack_says_whether_keys_are_on(tmp_path):
     assert local_stack_banner(None).startswith("API keys: off for the local stack, every caller is tenant `default`")
     assert local_stack_banner(tmp_path / "keys") == f"API keys: on, from {tmp_path / 'keys'}: calls need " \
                                                     "`authorization: Bearer <key>`"
+
+
+@pytest.mark.parametrize("incoming,kept", [
+    ("req-42.a:b_c", True),
+    ("x" * 64, True),
+    ("x" * 65, False),                       # too long to log on every line
+    ("evil\nfake log line", False),           # log injection
+    (auth.new_key(), False),                  # an API key pasted into the wrong header
+    ("", False),
+    (None, False),
+])
+def test_only_plain_request_ids_reach_the_logs(incoming, kept):
+    from faceanalysis.runtime.logging import accept_request_id
+
+    accepted = accept_request_id(incoming)
+    assert (accepted == incoming) is kept
+    assert accepted and "\n" not in accepted

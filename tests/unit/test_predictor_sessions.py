@@ -108,3 +108,14 @@ def test_default_thread_count_is_the_containers_cpus(models_dir, caplog):
     assert predictor.clients["Age"].model.get_session_options().intra_op_num_threads == predictor.threads
     records = [r for r in caplog.records if getattr(r, "fields", {}).get("threads") is not None]
     assert records and records[-1].fields["threads"] == predictor.threads
+
+
+def test_only_large_fp32_weights_ask_for_mapped_blocks(predictor):
+    """The stand-ins are small: no fixed mmap threshold (it costs page faults); a model whose
+    weights (here in an external .data file, as the VGG-cost ones) exceed the bar gets it."""
+    assert not predictor.large_fp32_weights()
+    age = predictor.paths["Age"]
+    data = age.with_name(age.name + ".data")
+    assert not data.exists()
+    assert predictor.large_fp32_weights(threshold=age.stat().st_size - 1)
+    assert not predictor.large_fp32_weights(threshold=10 * 1024 * 1024)

@@ -270,6 +270,9 @@ def parse_int8_models(value: str | Iterable[str] | None) -> tuple[str, ...]:
     return tuple(name for name in MODEL_FILES if name.lower() in wanted)
 
 
+LARGE_WEIGHTS_BYTES = 100 * 1024 * 1024
+
+
 class Predictor:
     def __init__(self, models_dir: Path, cpus: int | None = None, int8_models: str | Iterable[str] = "",
                  face_margin: float | None = None):
@@ -343,6 +346,18 @@ class Predictor:
             check_preprocessing(prov, path.name)
             out[name] = prov
         return out
+
+    def large_fp32_weights(self, threshold: int = LARGE_WEIGHTS_BYTES) -> bool:
+        """Whether an fp32 model with over `threshold` bytes of weights (a VGG-Face age or gender
+        model, ~540 MB; its weights may sit in an external .data file) is served: its activations
+        are large enough for heap fragmentation to set the pod's peak."""
+        for name, path in self.paths.items():
+            if name in self.int8:
+                continue
+            weights = sum(p.stat().st_size for p in (path, path.with_name(path.name + ".data")) if p.is_file())
+            if weights > threshold:
+                return True
+        return False
 
     @property
     def model_infos(self) -> list[models.ServedModel]:

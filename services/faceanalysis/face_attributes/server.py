@@ -12,7 +12,7 @@ import numpy as np
 from faceanalysis import models
 from faceanalysis.face_attributes.batcher import Batcher, DeadlineExpired, QueueFull
 from faceanalysis.face_attributes.predictor import EMOTIONS, Predictor
-from faceanalysis.runtime import channels, config, cpu, rawimage, services, timing
+from faceanalysis.runtime import channels, config, cpu, memory, rawimage, services, timing
 from faceanalysis.runtime.server import NotReady, ServiceApp
 from faceanalysis.runtime.work import Admission, Overloaded, abort_overloaded, run_blocking
 from faceanalysis.v1 import common_pb2, face_attributes_pb2, face_attributes_pb2_grpc
@@ -53,6 +53,8 @@ class FaceAttributesServicer(face_attributes_pb2_grpc.FaceAttributesServicer):
                                        int8_models=self.settings.int8_models, face_margin=self.settings.face_margin)
         except models.ModelMissing as err:
             raise NotReady(str(err)) from None
+        if self.predictor.large_fp32_weights():
+            memory.map_large_blocks()  # what such a pod peaks at: see runtime/memory.py
         # The result's provenance, built once: file, sha256, margin and precision per model.
         self.model_infos = timing.model_infos(self.predictor.model_infos)
         # Warm-up: a real inference of every model, at one face and at a full batch, the two shapes

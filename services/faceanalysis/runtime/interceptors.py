@@ -89,7 +89,7 @@ class RequestIdInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or handler_call_details.method.startswith(_INTERNAL):
             return handler
         incoming = dict(handler_call_details.invocation_metadata or ()).get(fa_logging.REQUEST_ID_HEADER)
-        request_id = incoming or fa_logging.new_request_id()
+        request_id = fa_logging.accept_request_id(incoming)
 
         @asynccontextmanager
         async def bound(_context):

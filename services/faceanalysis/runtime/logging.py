@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 import sys
 import time
 import uuid
@@ -32,6 +33,20 @@ def reset_request_id(token: contextvars.Token) -> None:
 
 def new_request_id() -> str:
     return uuid.uuid4().hex
+
+
+# A caller's request id goes into every log line of its call and onward to the peers: only short
+# ids of plain characters are taken as they are (no log injection, no megabyte ids), and none
+# shaped like an API key (fa_ and 40 characters), so a key pasted into the wrong header is not logged.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_KEY_SHAPED = re.compile(r"fa_[A-Za-z0-9]{40}")
+
+
+def accept_request_id(incoming: str | None) -> str:
+    """The caller's request id when it is a plain short one, else a new one."""
+    if incoming and _REQUEST_ID.fullmatch(incoming) and not _KEY_SHAPED.search(incoming):
+        return incoming
+    return new_request_id()
 
 
 class JsonFormatter(logging.Formatter):
