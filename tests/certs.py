@@ -51,21 +51,33 @@ class CA:
 
     def issue(self, name: str, dns: tuple[str, ...] = ("localhost",), ips: tuple[str, ...] = ("127.0.0.1",)) -> Issued:
         """A certificate for `name` valid as both TLS server and client (as the services' are)."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
-        sans = [x509.DNSName(d) for d in dns] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
-        cert = (x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-                .issuer_name(self.cert.subject).public_key(key.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(minutes=5))
-                .not_valid_after(now + datetime.timedelta(days=1))
-                .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
-                                                      ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-                .sign(self.key, hashes.SHA256()))
-        issued = Issued(self.folder / f"{name}.crt", self.folder / f"{name}.key")
-        issued.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        issued.key.write_bytes(_pem_key(key))
-        issued.key.chmod(0o600)
-        return issued
+        return _leaf(self.folder, name, dns, ips, issuer=(self.cert.subject, self.key))
+
+
+def self_signed(folder: Path, name: str, dns: tuple[str, ...], ips: tuple[str, ...] = ("127.0.0.1",)) -> Issued:
+    """A certificate for `name` signed by its own key (what an edge uses when none is given)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return _leaf(folder, name, dns, ips, issuer=None)
+
+
+def _leaf(folder: Path, name: str, dns: tuple[str, ...], ips: tuple[str, ...], issuer) -> Issued:
+    """`issuer`: (its name, its key), or None for a self-signed certificate."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    issuer_name, signing_key = issuer if issuer else (subject, key)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    sans = [x509.DNSName(d) for d in dns] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+    cert = (x509.CertificateBuilder()
+            .subject_name(subject).issuer_name(issuer_name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                                  ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(signing_key, hashes.SHA256()))
+    issued = Issued(folder / f"{name}.crt", folder / f"{name}.key")
+    issued.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    issued.key.write_bytes(_pem_key(key))
+    issued.key.chmod(0o600)
+    return issued

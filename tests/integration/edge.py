@@ -32,9 +32,7 @@ in the error log), and lived with the chart's 3600 s.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import io
-import ipaddress
 import json
 import os
 import random
@@ -48,6 +46,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from faceanalysis.cli.stack import free_port
 
 # The Ingress host of the chart's values (and k8s/values-kind.yaml): the :authority clients send.
 HOST = "faceanalysis.local"
@@ -134,37 +134,14 @@ def chart_ingress_settings() -> IngressSettings:
 def self_signed(folder: Path, names: tuple[str, ...] = (HOST, "localhost"),
                 ips: tuple[str, ...] = ("127.0.0.1",)) -> tuple[Path, Path]:
     """A throwaway self-signed server certificate and key (PEM), like ingress-nginx's default one."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+    from tests.certs import self_signed as issue
 
-    folder.mkdir(parents=True, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    sans = [x509.DNSName(n) for n in names] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = folder / "tls.crt", folder / "tls.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    key_path.chmod(0o600)
-    return cert_path, key_path
+    issued = issue(folder, names[0], names, ips)
+    return issued.cert, issued.key
 
 
 # ---------------------------------------------------------------------------------------------
 # nginx
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def nginx_conf(prefix: Path, port: int, upstream: str, cert: Path, key: Path,
@@ -231,17 +208,24 @@ class Nginx:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    def _log(self, name: str) -> str:
+        path = self.prefix / name
+        return path.read_text(errors="replace") if path.exists() else ""
+
     @property
     def error_log(self) -> str:
-        path = self.prefix / "error.log"
-        return path.read_text(errors="replace") if path.exists() else ""
+        return self._log("error.log")
+
+    @property
+    def access_log(self) -> str:
+        return self._log("access.log")
 
     def start(self) -> "Nginx":
         if not Path(NGINX).exists():
             pytest.fail("nginx is missing: install Debian's nginx (.ci/apt-packages.txt)")
         self.prefix.mkdir(parents=True, exist_ok=True)
         for attempt in range(5):
-            self.port = _free_port()
+            self.port = free_port()
             conf = self.prefix / "nginx.conf"
             conf.write_text(nginx_conf(self.prefix, self.port, self.upstream, *self.tls, self.settings))
             self.process = subprocess.Popen([NGINX, "-p", str(self.prefix), "-c", str(conf),

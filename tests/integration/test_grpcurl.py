@@ -394,7 +394,7 @@ def test_readme_commands_run_as_written(grpcurl, files, local_stack, edges, tmp_
             "DeleteAnalysis"} <= set(called), called
     assert len(called) >= 13, called
     # Commands through the edge reached it, with the key (image-input answered them, not nginx).
-    assert "POST /faceanalysis.v1.FaceAnalysis/AnalyzeImage " in (edge.prefix / "access.log").read_text()
+    assert "POST /faceanalysis.v1.FaceAnalysis/AnalyzeImage " in edge.access_log
 
 
 @pytest.mark.parametrize("doc", [d for d in DOCS[1:] if markdown_blocks(d)], ids=lambda d: d.name)

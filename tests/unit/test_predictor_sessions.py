@@ -11,7 +11,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from faceanalysis.face_attributes.predictor import MODEL_FILES, Predictor
+from faceanalysis.face_attributes.predictor import MODEL_FILES, Predictor, run_models
 from faceanalysis.runtime import cpu
 
 THREADS = 2
@@ -37,11 +37,7 @@ def deepface_default_session(name: str):
 
 def raw_outputs(predictor: Predictor, batch: np.ndarray) -> dict[str, np.ndarray]:
     """Each model's output through DeepFace's own client code path."""
-    return {
-        "Age": predictor._run_session(predictor.clients["Age"].model, batch),
-        "Gender": predictor.clients["Gender"].predict(batch),
-        "Emotion": predictor.clients["Emotion"].predict(batch),
-    }
+    return run_models(predictor.clients, batch, observe=False)
 
 
 def test_sessions_carry_the_thread_count_and_no_spinning(predictor):

@@ -298,9 +298,6 @@ class Predictor:
         # download while serving: every file was checked above.
         os.environ["DEEPFACE_HOME"] = str(Path(models_dir).resolve())
         os.environ["DEEPFACE_BACKEND_ENGINE"] = "onnx"
-        from deepface.commons import onnx_utils
-
-        self._run_session = onnx_utils.run_session
         self.clients = {}
         for name in MODEL_FILES:
             start = time.perf_counter()
@@ -312,7 +309,6 @@ class Predictor:
         # What each served file is and needs, hashed once here (never per call).
         self.provenance = self._resolve(Path(models_dir))
         own = {n: p.face_margin for n, p in self.provenance.items()}
-        self.own_margins = own
         self.margins = effective_margins(own, face_margin, {n: p.name for n, p in paths.items()},
                                          {n: f"from {p.preprocessing_from}" for n, p in self.provenance.items()})
         self.groups, self.group_of = margin_groups(self.margins)

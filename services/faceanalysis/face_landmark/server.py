@@ -84,7 +84,7 @@ class FaceLandmarkServicer(face_landmark_pb2_grpc.FaceLandmarkServicer):
             memory.release(header.decoded_bytes)
 
     async def DescribeModels(self, request, context):
-        if self.landmarker is None:
+        if not self.model_infos:  # set after the landmarker: never describe a half-loaded service
             await context.abort(grpc.StatusCode.UNAVAILABLE, "face-landmark is still loading its models")
         return common_pb2.DescribeModelsResponse(models=self.model_infos)
 
