@@ -391,9 +391,13 @@ def test_stream_quiet_for_70_seconds(quiet_streams):
     client = streams["client-default"]
     assert [a.client_ref for a in client.answers] == ["first"]
     assert client.error is not None
-    # That nginx's own timer ended it, not something else on the way (seen once in a full run on a
-    # loaded machine: the stream died with no timeout in the log; these details say why next time).
-    assert "timed out" in default.error_log, (
+    # That nginx's own timer ended it, not something else on the way. Two timers race here:
+    # grpc_read_timeout logs "upstream timed out"; client_body_timeout, read on grpc_pass's
+    # unbuffered body, logs nothing, but nginx then resets the stream with PROTOCOL_ERROR, the code
+    # ngx_http_v2_close_stream sends only for a connection whose timer fired (INTERNAL_ERROR else).
+    timer_reset = ("RST_STREAM with error code: PROTOCOL_ERROR" in piped.stderr
+                   and "error code 1" in client.error.details())
+    assert "timed out" in default.error_log or timer_reset, (
         f"grpcurl: {piped.stderr.strip()!r}; client: {client.error.code().name} {client.error.details()!r}\n"
         f"nginx error log:\n{default.error_log[-2000:]}\nnginx access log:\n{default.access_log[-1000:]}")
     print(f"default nginx after 60 s of quiet: grpcurl {piped.stderr.strip()!r}; client {client.error.code().name} "
