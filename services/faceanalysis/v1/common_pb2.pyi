@@ -15,9 +15,22 @@ class Gender(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     GENDER_UNSPECIFIED: _ClassVar[Gender]
     GENDER_WOMAN: _ClassVar[Gender]
     GENDER_MAN: _ClassVar[Gender]
+
+class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ACTION_UNSPECIFIED: _ClassVar[Action]
+    ACTION_LANDMARKS: _ClassVar[Action]
+    ACTION_AGE: _ClassVar[Action]
+    ACTION_GENDER: _ClassVar[Action]
+    ACTION_EMOTION: _ClassVar[Action]
 GENDER_UNSPECIFIED: Gender
 GENDER_WOMAN: Gender
 GENDER_MAN: Gender
+ACTION_UNSPECIFIED: Action
+ACTION_LANDMARKS: Action
+ACTION_AGE: Action
+ACTION_GENDER: Action
+ACTION_EMOTION: Action
 
 class BoundingBox(_message.Message):
     __slots__ = ("x", "y", "width", "height")
@@ -140,12 +153,18 @@ class DescribeModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
 
 class AnalysisOptions(_message.Message):
-    __slots__ = ("skip_cache", "no_store")
+    __slots__ = ("skip_cache", "no_store", "actions", "detection_threshold", "min_face")
     SKIP_CACHE_FIELD_NUMBER: _ClassVar[int]
     NO_STORE_FIELD_NUMBER: _ClassVar[int]
+    ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    DETECTION_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    MIN_FACE_FIELD_NUMBER: _ClassVar[int]
     skip_cache: bool
     no_store: bool
-    def __init__(self, skip_cache: _Optional[bool] = ..., no_store: _Optional[bool] = ...) -> None: ...
+    actions: _containers.RepeatedScalarFieldContainer[Action]
+    detection_threshold: float
+    min_face: int
+    def __init__(self, skip_cache: _Optional[bool] = ..., no_store: _Optional[bool] = ..., actions: _Optional[_Iterable[_Union[Action, str]]] = ..., detection_threshold: _Optional[float] = ..., min_face: _Optional[int] = ...) -> None: ...
 
 class AnalysisResult(_message.Message):
     __slots__ = ("analysis_id", "stored", "image", "faces", "timings", "models", "created_at", "cached", "storage_error")
