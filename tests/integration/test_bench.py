@@ -58,6 +58,15 @@ def test_end_to_end_benchmark_runs_both_arms(models_dir, tmp_path):
     assert "stack c=2" in report["ratios"]["p99_over_p50"]
     assert ratios and all(positive(r) for r in ratios), report["ratios"]
 
+    # Where a stack's CPU goes: every process of it, adding up to the arm's figure (each round's
+    # medians may come from different rounds; with one round they are the same pass).
+    for name in ("stack c=1", "stack c=2"):
+        by_process = {p: s["median"] for p, s in arms[name]["cpu_s_per_image_by_process"].items()}
+        assert set(by_process) == {"image-input", "face-landmark", "face-attributes", "data-storage", "redis"}
+        assert positive(by_process["face-landmark"]) and positive(by_process["face-attributes"]), by_process
+        assert abs(sum(by_process.values()) - arms[name]["cpu_s_per_image"]["median"]) < 1e-6, by_process
+    assert "| CPU s/photo by process " in done.stdout
+
     rss = report["peak_rss_mib"]
     assert positive(rss["loop"]["baseline"])
     for process in ("image-input", "face-landmark", "face-attributes", "data-storage", "redis"):
