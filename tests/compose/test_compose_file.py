@@ -154,7 +154,7 @@ def test_serve_command(compose, specs):
 def test_exposed_ports_match_registry(compose, specs):
     for name, spec in specs.items():
         exposed = {int(p) for p in compose["services"][name].get("expose", [])}
-        assert exposed == {spec.grpc_port, spec.metrics_port}, name
+        assert exposed == spec.ports, name
 
 
 def test_healthcheck_uses_faceanalysis_health(compose, specs):
@@ -271,14 +271,14 @@ def test_serving_services_cannot_reach_the_internet(compose, specs):
 # --- publishing ------------------------------------------------------------------------------------
 
 
-def test_only_image_input_grpc_is_published(compose, specs):
-    grpc = specs["image-input"].grpc_port
+def test_only_image_input_grpc_and_http_are_published(compose, specs):
+    spec = specs["image-input"]
     for name, svc in compose["services"].items():
         ports = ports_of(svc)
         if name == "image-input":
-            assert [p["target"] for p in ports] == [grpc]
-            assert str(ports[0]["published"]) == str(grpc)
-            assert ports[0]["host_ip"] == LOOPBACK
+            assert [p["target"] for p in ports] == [spec.grpc_port, spec.http_port]
+            assert [str(p["published"]) for p in ports] == [str(spec.grpc_port), str(spec.http_port)]
+            assert all(p["host_ip"] == LOOPBACK for p in ports)
         elif svc.get("profiles"):
             # Observability UIs (Grafana) may publish, but only on loopback.
             for p in ports:

@@ -179,7 +179,7 @@ def test_exposes_the_registry_ports(name):
     spec = services.get(name)
     final = stages(dockerfile(name))[1]
     ports = {int(p.split("/")[0]) for w, a in final if w == "EXPOSE" for p in a.split()}
-    assert ports == {spec.grpc_port, spec.metrics_port}
+    assert ports == spec.ports
 
 
 @pytest.mark.parametrize("name", NAMES)

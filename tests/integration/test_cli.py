@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
-import hashlib
+import csv
+import io
 import json
 import os
-import queue
+import re
+import shlex
 import shutil
 import signal
 import subprocess
+import statistics
 import sys
-import threading
 import time
-from concurrent import futures
+from collections import Counter
 
-import grpc
 import pytest
 import redis
 
+from faceanalysis.cli.output import EMOTIONS
 from faceanalysis.cli.stack import LocalStack
-from faceanalysis.v1 import image_input_pb2, image_input_pb2_grpc
+from faceanalysis.v1 import common_pb2, image_input_pb2
+from tests.integration.scripted import ScriptedImageInput
 from tests.support import MIRROR, distinct_photos, image
 
 FA = [sys.executable, "-m", "faceanalysis.cli.main"]
@@ -44,6 +47,7 @@ def test_analyze_writes_json_per_image_and_pictures(local_stack, photos, tmp_pat
     assert proc.returncode == 0, proc.stderr
     assert "analyzing" in proc.stderr  # the progress bar
     assert "4 of 4 images analyzed" in proc.stdout
+    assert "genders: man " in proc.stdout and "ages: " in proc.stdout  # with json, the summary is on stdout
     assert sorted(p.name for p in out.iterdir()) == ["dogs.json", "obama-1.json", "obama.json", "t1.json"]
     assert len(json.loads((out / "t1.json").read_text())["faces"]) == 6
     face = json.loads((out / "obama.json").read_text())["faces"][0]
@@ -98,6 +102,145 @@ def test_analyze_resumes_streams_cut_by_connection_age(models_dir, tmp_path):
     assert len(ids) == count
     assert archived == ids, f"{len(archived - ids)} analyses archived that no answer names (analyzed twice)"
     assert in_redis == ids, f"{len(in_redis - ids)} analyses in Redis that no answer names (analyzed twice)"
+
+
+# --- --format jsonl and csv: records on stdout, the bar and the summary on stderr --------------------
+
+BROKEN = b"\xff\xd8\xff\xe0 this is not a jpeg"
+GENDER_NAMES = {"GENDER_MAN": "man", "GENDER_WOMAN": "woman"}
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    """Photos with 1, 6, 0 and 2 faces, and one file no decoder takes."""
+    folder = tmp_path_factory.mktemp("mixed")
+    for name in ["face_recognition/obama.jpg", "misc/t1.jpg", "dlib/dogs.jpg", "deepface/couple.jpg"]:
+        shutil.copy(image(name), folder)
+    (folder / "broken.jpg").write_bytes(BROKEN)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def truth(api, mixed):
+    """What the gRPC API itself answers for each good file: its genders, face by face."""
+    answers = {}
+    for path in sorted(mixed.iterdir()):
+        if path.name != "broken.jpg":
+            result = api.AnalyzeImage(image_input_pb2.AnalyzeImageRequest(image=path.read_bytes()), timeout=120).result
+            answers[str(path)] = [common_pb2.Gender.Name(f.gender.label) for f in result.faces]
+    return {file: [GENDER_NAMES[g] for g in genders] for file, genders in answers.items()}
+
+
+def analyze_to_stdout(stack, folder, *flags, shell_pipe: str | None = None):
+    command = [*FA, "analyze", str(folder), "--target", stack.target("image-input"), *flags]
+    if shell_pipe:
+        return subprocess.run(f"{shlex.join(command)} | {shell_pipe}", shell=True, capture_output=True, text=True,
+                              timeout=300)
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def summary_of(stderr: str) -> dict:
+    """The numbers of the end-of-run summary."""
+    head = re.search(r"(\d+) of (\d+) images analyzed, (\d+) faces, (\d+) failed", stderr)
+    counts = {k: dict((name, int(n)) for name, n in re.findall(r"(\w+) (\d+)", v))
+              for k, v in re.findall(r"^(genders|emotions): (.*)$", stderr, re.M)}
+    ages = re.search(r"^ages: ([\d.]+)-([\d.]+), median ([\d.]+)$", stderr, re.M)
+    return {"analyzed": int(head[1]), "total": int(head[2]), "faces": int(head[3]), "failed": int(head[4]),
+            **counts, "ages": ages.groups()}
+
+
+def test_analyze_jsonl_per_image_agrees_with_the_api_and_the_summary(local_stack, mixed, truth):
+    proc = analyze_to_stdout(local_stack, mixed, "--format", "jsonl")
+    assert proc.returncode == 1, proc.stderr  # broken.jpg
+    records = [json.loads(line) for line in proc.stdout.splitlines()]  # nothing but records on stdout
+    by_file = {r["file"]: r for r in records}
+    assert len(records) == len(by_file) == 5
+    assert by_file.pop(str(mixed / "broken.jpg"))["error"]["code"] == "INVALID_ARGUMENT"
+    assert {file: [GENDER_NAMES[f["gender"]["label"]] for f in r["faces"]] for file, r in by_file.items()} == truth
+    assert all(set(r) >= {"analysis_id", "image", "faces", "models", "created_at"} for r in by_file.values())
+    assert "analyzing" in proc.stderr and "broken.jpg: INVALID_ARGUMENT" in proc.stderr
+
+    faces = [f for r in by_file.values() for f in r["faces"]]
+    ages = sorted(f["age"]["years"] for f in faces)
+    assert summary_of(proc.stderr) == {
+        "analyzed": 4, "total": 5, "faces": len(faces), "failed": 1,
+        "genders": dict(Counter(GENDER_NAMES[f["gender"]["label"]] for f in faces)),
+        "emotions": dict(Counter(f["emotion"]["dominant"] for f in faces)),
+        "ages": (f"{ages[0]:.1f}", f"{ages[-1]:.1f}", f"{statistics.median(ages):.1f}"),
+    }
+
+
+def test_analyze_jsonl_per_face_pipes_into_jq(local_stack, mixed, truth):
+    assert shutil.which("jq"), "jq is not installed (.ci/apt-packages.txt lists it)"
+    proc = analyze_to_stdout(local_stack, mixed, "--format", "jsonl", "--per", "face",
+                             shell_pipe="jq -c '{file, face, gender: .gender.label}'")
+    assert proc.returncode == 0, proc.stderr  # jq's status: it parsed every line
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    got: dict[str, list] = {file: [] for file in truth}
+    for line in sorted(lines, key=lambda r: (r["file"], r["face"])):
+        got[line["file"]].append(GENDER_NAMES[line["gender"]])
+    assert got == truth  # one line per face, none for dogs.jpg (no face) or broken.jpg (stderr)
+
+
+def test_analyze_csv_agrees_with_the_api(local_stack, mixed, truth):
+    from faceanalysis.cli.output import FACE_COLUMNS, IMAGE_COLUMNS
+
+    proc = analyze_to_stdout(local_stack, mixed, "--format", "csv")
+    assert proc.returncode == 1
+    reader = csv.DictReader(io.StringIO(proc.stdout, newline=""))
+    rows = list(reader)
+    assert tuple(reader.fieldnames) == FACE_COLUMNS
+    got: dict[str, list] = {file: [] for file in truth}
+    for row in sorted(rows, key=lambda r: (r["file"], int(r["face"]))):
+        got[row["file"]].append(row["gender"])
+        assert int(row["width"]) > 0 and 0 < float(row["detection_score"]) <= 1
+        assert float(row["age_low"]) <= float(row["age"]) <= float(row["age_high"])
+        scores = [float(row[f"emotion_{e}"]) for e in EMOTIONS]
+        assert abs(sum(scores) - 1) < 1e-3 and float(row["emotion_confidence"]) == max(scores)
+    assert got == truth
+    assert summary_of(proc.stderr)["faces"] == len(rows) and "broken.jpg: INVALID_ARGUMENT" in proc.stderr
+
+    proc = analyze_to_stdout(local_stack, mixed, "--format", "csv", "--per", "image")
+    reader = csv.DictReader(io.StringIO(proc.stdout, newline=""))
+    rows = {row["file"]: row for row in reader}
+    assert tuple(reader.fieldnames) == IMAGE_COLUMNS
+    assert rows.pop(str(mixed / "broken.jpg"))["error"].startswith("INVALID_ARGUMENT: ")
+    assert {file: int(row["faces"]) for file, row in rows.items()} == {f: len(g) for f, g in truth.items()}
+    assert all(row["error"] == "" and len(row["analysis_id"]) == 32 for row in rows.values())
+
+
+def test_analyze_actions_flag_asks_for_less(local_stack, tmp_path):
+    """Needs image-input to honour AnalysisOptions.actions (the server side of the options)."""
+    shutil.copy(image("face_recognition/obama.jpg"), tmp_path)
+    proc = analyze_to_stdout(local_stack, tmp_path, "--format", "jsonl", "--per", "face", "--actions", "emotion",
+                             "--min-face", "40", "--detection-threshold", "0.8")
+    assert proc.returncode == 0, proc.stderr
+    [face] = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert "emotion" in face and "age" not in face and "gender" not in face and face["landmarks"] == []
+    assert "genders: n/a" in proc.stderr and "ages: n/a" in proc.stderr
+    proc = analyze_to_stdout(local_stack, tmp_path, "--format", "csv", "--actions", "age,landmarks")
+    [row] = csv.DictReader(io.StringIO(proc.stdout, newline=""))
+    assert row["age"] and row["gender"] == "" and row["emotion"] == "" and row["emotion_happy"] == ""
+
+
+@pytest.mark.parametrize("flags,named", [
+    (["--actions", "age,race"], "--actions"),
+    (["--actions", ","], "--actions"),
+    (["--detection-threshold", "1.5"], "--detection-threshold"),
+    (["--detection-threshold", "high"], "--detection-threshold"),
+    (["--min-face", "0"], "--min-face"),
+    (["--min-face", "4.5"], "--min-face"),
+    (["--format", "xml"], "--format"),
+    (["--per", "face"], "--per"),  # json writes files
+    (["--format", "csv", "--out", "x"], "--out"),  # csv writes to stdout
+])
+def test_analyze_refuses_bad_flags_naming_them(flags, named, capsys, tmp_path):
+    from faceanalysis.cli.main import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["analyze", str(tmp_path), "--target", "127.0.0.1:9", *flags])
+    assert exit_.value.code == 2
+    assert f"argument {named}" in capsys.readouterr().err
 
 
 def test_analyze_lists_refused_images(local_stack, tmp_path):
@@ -169,79 +312,6 @@ def test_up_stops_everything_on_sigterm(models_dir, tmp_path):
 
 
 # --- the retry loop of `analyze`, against a scripted image-input ----------------------------------
-
-class ScriptedImageInput(image_input_pb2_grpc.FaceAnalysisServicer):
-    """A real gRPC server that misbehaves on purpose: every stream is cut with UNAVAILABLE after
-    a few answers (with requests still unanswered), some first tries get a busy answer, and one
-    image is refused. It records what it received and answered."""
-
-    def __init__(self, cut_every: int = 5, busy_first=(), refuse=(), always_busy: bool = False):
-        self.cut_every, self.busy_first, self.refuse = cut_every, set(busy_first), set(refuse)
-        self.always_busy = always_busy
-        self.lock = threading.Lock()
-        self.received: dict[str, int] = {}
-        self.results: dict[str, int] = {}  # results sent per image
-        self.max_unanswered = 0
-
-    def AnalyzeImages(self, request_iterator, context):
-        pending: queue.Queue = queue.Queue()
-        counts = {"received": 0, "answered": 0}
-
-        def read():
-            try:
-                for request in request_iterator:
-                    with self.lock:
-                        counts["received"] += 1
-                        self.max_unanswered = max(self.max_unanswered, counts["received"] - counts["answered"])
-                        self.received[request.client_ref] = self.received.get(request.client_ref, 0) + 1
-                    pending.put(request)
-            except grpc.RpcError:
-                pass  # the stream was cut
-            pending.put(None)  # the client half-closed: answer what is left, then end the stream
-
-        threading.Thread(target=read, daemon=True).start()
-        index = 0
-        while True:
-            request = pending.get()
-            if request is None:
-                return
-            time.sleep(0.01)  # let the client send ahead, as a real server's work would
-            ref = request.client_ref
-            reply = image_input_pb2.AnalyzeImagesResponse(index=index, client_ref=ref)
-            with self.lock:
-                if self.always_busy or (ref in self.busy_first and self.received[ref] == 1):
-                    reply.error.code, reply.error.message = "RESOURCE_EXHAUSTED", "image-input is at capacity"
-                    reply.error.retryable = True
-                elif ref in self.refuse:
-                    reply.error.code, reply.error.message = "INVALID_ARGUMENT", "not a recognised image"
-                else:
-                    reply.result.analysis_id = f"{index:032x}"
-                    reply.result.image.sha256 = hashlib.sha256(request.image).hexdigest()
-                    self.results[ref] = self.results.get(ref, 0) + 1
-                counts["answered"] += 1
-            index += 1
-            yield reply
-            if index % self.cut_every == 0:
-                time.sleep(0.05)  # the client has sent more by now: those are lost with the stream
-                context.abort(grpc.StatusCode.UNAVAILABLE, "max connection age")
-
-
-@pytest.fixture
-def scripted():
-    servers = []
-
-    def start(servicer: ScriptedImageInput) -> str:
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-        image_input_pb2_grpc.add_FaceAnalysisServicer_to_server(servicer, server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        server.start()
-        servers.append(server)
-        return f"127.0.0.1:{port}"
-
-    yield start
-    for server in servers:
-        server.stop(0)
-
 
 def test_analyze_resends_only_what_a_broken_stream_left_unanswered(scripted, tmp_path, capsys):
     from faceanalysis.cli import analyze as cli

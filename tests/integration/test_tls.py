@@ -21,7 +21,7 @@ from faceanalysis.cli.stack import LocalStack, health_status
 from faceanalysis.client import AnalysisError, Client, InsecureWarning
 from faceanalysis.v1 import face_attributes_pb2, face_attributes_pb2_grpc, image_input_pb2, image_input_pb2_grpc
 from tests.certs import CA
-from tests.support import ROOT, image
+from tests.support import image
 
 FA = [sys.executable, "-m", "faceanalysis.cli.main"]
 PEERS = ("face-landmark", "face-attributes", "data-storage")
@@ -172,16 +172,3 @@ def test_api_key_goes_with_every_call_as_bearer_metadata():
     finally:
         server.stop(0)
     assert seen == ["Bearer fa_test_key"] * 3
-
-
-def test_readme_client_snippet_runs(tls_stack, pki, capsys):
-    """README.md's Python client example, pointed at this stack instead of faces.example.com."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("### The Python client", 1)[1]
-    snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
-    edge = '"faces.example.com:443", tls=True'
-    assert edge in snippet and '"photo.jpg"' in snippet
-    snippet = snippet.replace(edge, f'"{tls_stack.target("image-input")}", ca=r"{pki["ca"].path}"')
-    exec(snippet.replace('"photo.jpg"', f'r"{image("misc/t1.jpg")}"'), {})
-    lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == T1_FACES and all(" at (" in line and ": age " in line for line in lines), lines

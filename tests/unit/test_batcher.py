@@ -1,5 +1,6 @@
-"""Micro-batching: concurrent calls share inferences, each call gets its own answers back, and
-the queue sheds load (bounded size, expired and cancelled calls never reach the models)."""
+"""Micro-batching: concurrent calls share inferences, each call gets its own answers back, each
+task's model runs only over the faces of the calls that want it, and the queue sheds load
+(bounded size, expired and cancelled calls never reach the models)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
-from faceanalysis.face_attributes.batcher import Batcher, DeadlineExpired, QueueFull
+from faceanalysis.face_attributes.batcher import Batcher, DeadlineExpired, QueueFull, plan
 
 
 class Recorder:
@@ -24,7 +25,7 @@ class Recorder:
         self.started = threading.Event()
         self.delay = delay
 
-    def __call__(self, batch):
+    def __call__(self, batch, tasks=None):
         self.started.set()
         self.gate.wait(5)  # hold the first batch so that later calls queue up behind it
         if self.delay:
@@ -109,7 +110,7 @@ def test_a_call_larger_than_max_size_runs_alone_in_pieces_of_max_size():
 def test_a_failing_batch_fails_its_calls_and_the_worker_lives_on():
     calls = []
 
-    def predict(batch):
+    def predict(batch, tasks):
         calls.append(len(batch))
         if len(calls) == 1:
             raise RuntimeError("model exploded")
@@ -377,3 +378,82 @@ def test_close_fails_the_waiting_and_stops_the_worker():
     assert recorder.seen == [-1000.0], "nothing queued ran after close"
     with pytest.raises(RuntimeError, match="batcher is closed"):
         batcher.submit(faces(0, 1)).result(1)
+
+
+# --- tasks: each model over the faces that want it -------------------------------------------------
+
+
+class TaskRecorder:
+    """Records each run (its tasks and the faces' values) and answers, per face, task -> value."""
+
+    def __init__(self):
+        self.runs: list[tuple[tuple[str, ...], list[float]]] = []
+
+    def __call__(self, batch, tasks):
+        values = [float(x[0, 0, 0]) for x in batch]
+        self.runs.append((tuple(tasks), values))
+        return [{task: value for task in tasks} for value in values]
+
+    def faces_seen_by(self, task: str) -> list[float]:
+        return [v for tasks, values in self.runs if task in tasks for v in values]
+
+
+def test_plan_runs_each_task_once_over_the_calls_that_want_it():
+    order = ("age", "gender", "emotion")
+    full, emotion = frozenset(order), frozenset({"emotion"})
+    assert plan([full, full], order) == [(order, (0, 1))]
+    assert plan([full, emotion], order) == [(("age", "gender"), (0,)), (("emotion",), (0, 1))]
+    assert plan([emotion, frozenset({"age"}), emotion], order) == [(("age",), (1,)), (("emotion",), (0, 2))]
+
+
+def test_an_emotion_only_call_batched_with_a_full_one_never_reaches_age_or_gender():
+    recorder = TaskRecorder()
+    started, gate = threading.Event(), threading.Event()
+
+    def predict(batch, tasks):
+        started.set()
+        gate.wait(5)  # hold the first batch so that the next two calls share one
+        return recorder(batch, tasks)
+
+    batcher = Batcher(predict, max_size=32, wait_ms=50, max_queued_faces=100)
+    try:
+        first = batcher.submit(faces(-1000, 1))
+        assert started.wait(5), "the worker took the first batch"
+        full = batcher.submit(faces(10, 2))
+        emotion_only = batcher.submit(faces(20, 3), tasks={"emotion"})
+        gate.set()
+        first.result(5)
+        full_answer, emotion_answer = full.result(5), emotion_only.result(5)
+    finally:
+        gate.set()
+        batcher.close()
+    assert full_answer == [{"age": v, "gender": v, "emotion": v} for v in (10.0, 11.0)]
+    assert emotion_answer == [{"emotion": v} for v in (20.0, 21.0, 22.0)]
+    assert recorder.faces_seen_by("age") == recorder.faces_seen_by("gender") == [-1000.0, 10.0, 11.0]
+    assert recorder.faces_seen_by("emotion") == [-1000.0, 10.0, 11.0, 20.0, 21.0, 22.0]
+    # The shared batch: age and gender together over the full call, emotion once over both calls.
+    assert recorder.runs[1:] == [(("age", "gender"), [10.0, 11.0]), (("emotion",), [10.0, 11.0, 20.0, 21.0, 22.0])]
+
+
+def test_each_run_is_cut_into_pieces_of_max_size():
+    recorder = TaskRecorder()
+    batcher = Batcher(recorder, max_size=2, wait_ms=0, max_queued_faces=100)
+    try:
+        answer = batcher.submit(faces(0, 5), tasks=["gender"]).result(5)
+    finally:
+        batcher.close()
+    assert answer == [{"gender": float(i)} for i in range(5)]
+    assert [(tasks, len(values)) for tasks, values in recorder.runs] == [(("gender",), 2), (("gender",), 2),
+                                                                         (("gender",), 1)]
+
+
+def test_unknown_or_no_tasks_are_refused_at_submit():
+    batcher = Batcher(TaskRecorder(), max_size=2, wait_ms=0, max_queued_faces=100)
+    try:
+        with pytest.raises(ValueError, match="tasks must be some of age, gender, emotion"):
+            batcher.submit(faces(0, 1), tasks={"landmarks"})
+        with pytest.raises(ValueError):
+            batcher.submit(faces(0, 1), tasks=())
+        assert batcher.queued_faces == 0
+    finally:
+        batcher.close()

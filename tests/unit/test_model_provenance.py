@@ -171,9 +171,10 @@ def test_a_mirror_override_sets_a_models_margin_and_models_are_cut_apart(tmp_pat
     # Each answer is the one its model gives on the face cut at its own margin.
     reference = {m: Predictor(target, cpus=THREADS, face_margin=m) for m in (0.25, 0.4)}
     want = {m: p.predict(prepare_face(cut_face(crop, 224, 224, m))[None])[0] for m, p in reference.items()}
-    assert got.woman == pytest.approx(want[0.25].woman, abs=1e-5)
-    assert got.age == pytest.approx(want[0.4].age, abs=1e-4)
-    np.testing.assert_allclose(got.emotions, want[0.4].emotions, atol=1e-5)
+    # The batcher answers per face task -> value (Predictor.run).
+    assert got["gender"] == pytest.approx(want[0.25].woman, abs=1e-5)
+    assert got["age"][0] == pytest.approx(want[0.4].age, abs=1e-4)
+    np.testing.assert_allclose(got["emotion"], want[0.4].emotions, atol=1e-5)
 
 
 def test_a_mirror_override_with_a_wrong_hash_is_refused(tmp_path):

@@ -65,6 +65,8 @@ def cmd_up(args) -> int:
         print(f"redis            {stack.redis.url}")
         for name in services.START_ORDER:
             print(f"{name:16} grpc {stack.target(name):22} metrics {stack.metrics_urls[name]}")
+        if stack.http_url:
+            print(f"HTTP/JSON API and web page  {stack.http_url}/  (API description: {stack.http_url}/openapi.json)")
         if args.state_file:
             print(f"process ids and ports in {args.state_file}")
         print("ready; a process that exits is restarted; Ctrl-C stops everything", flush=True)
@@ -95,6 +97,8 @@ def cmd_run(args) -> int:
     print(keys_cmd.local_stack_banner(settings.api_keys_file), flush=True)
     try:
         with stack, Supervisor(stack):  # a service that exits during the run is restarted
+            print(f"gRPC API {stack.target('image-input')}"
+                  + (f", HTTP/JSON API and web page {stack.http_url}/" if stack.http_url else ""), flush=True)
             code = analyze(args.paths, stack.target("image-input"), Path(args.out), None, args.concurrency)
             if code == 0 or any(Path(args.out).glob("*.json")):
                 code = visualize(Path(args.out), args.paths, Path(args.pictures)) or code
@@ -107,10 +111,48 @@ def cmd_run(args) -> int:
 def cmd_analyze(args) -> int:
     from faceanalysis.cli.analyze import analyze
 
-    return analyze(args.paths, connect.connection(args), Path(args.out),
+    if args.format == "json" and args.per:
+        args.parser.error("argument --per: only with --format jsonl or csv (json writes one file per image)")
+    if args.format != "json" and args.out:
+        args.parser.error(f"argument --out: --format {args.format} writes to stdout; --out is for --format json")
+    return analyze(args.paths, connect.connection(args), Path(args.out or "results"),
                    Path(args.visualize) if args.visualize else None,
                    args.concurrency, no_store=args.no_store, skip_cache=args.skip_cache,
-                   retry_seconds=args.retry_seconds)
+                   retry_seconds=args.retry_seconds, actions=args.actions,
+                   detection_threshold=args.detection_threshold, min_face=args.min_face, fmt=args.format,
+                   per=args.per)
+
+
+# argparse types for the AnalysisOptions flags: the client's own checks, so the CLI and the
+# Python client refuse the same values; argparse names the flag in its error.
+def _checked(**option):
+    from faceanalysis.client import analysis_options
+
+    try:
+        analysis_options(**option)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return next(iter(option.values()))
+
+
+def _actions(text: str) -> list[str]:
+    return _checked(actions=[a.strip() for a in text.split(",") if a.strip()])
+
+
+def _detection_threshold(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    return _checked(detection_threshold=value)
+
+
+def _min_face(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    return _checked(min_face=value)
 
 
 def cmd_visualize(args) -> int:
@@ -181,10 +223,23 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--random-ports", action="store_true", help="free ports instead of 50050-50053 (runs beside another stack)")
     s.set_defaults(fn=cmd_run)
 
-    s = sub.add_parser("analyze", help="analyze images or folders; writes one JSON per image")
+    s = sub.add_parser("analyze", help="analyze images or folders; writes one JSON per image, or JSON lines or CSV "
+                                       "to stdout")
     s.add_argument("paths", nargs="+")
     s.add_argument("--target", default=f"localhost:{services.IMAGE_INPUT.grpc_port}", help="image-input address")
-    s.add_argument("--out", default="results", help="folder for <image stem>.json")
+    s.add_argument("--out", help="folder for <image stem>.json (--format json; default: results)")
+    s.add_argument("--format", choices=["json", "jsonl", "csv"], default="json",
+                   help="json: one file per image under --out; jsonl: one JSON object per line on stdout; csv: a "
+                        "header and rows on stdout. With jsonl and csv, the progress bar and summary go to stderr")
+    s.add_argument("--per", choices=["image", "face"],
+                   help="one record per image or per face (default: jsonl per image, csv per face); per-image "
+                        "records include failed images with their error")
+    s.add_argument("--actions", type=_actions, metavar="LIST",
+                   help="comma-separated subset of age,gender,emotion,landmarks (default: all); boxes always come")
+    s.add_argument("--detection-threshold", type=_detection_threshold, metavar="P",
+                   help="minimum face detection score, between 0 and 1 (default: the server's)")
+    s.add_argument("--min-face", type=_min_face, metavar="PX",
+                   help="smallest face to report, shorter box side in pixels (default: the server's)")
     s.add_argument("--visualize", metavar="DIR", help="also draw annotated pictures into DIR")
     s.add_argument("--concurrency", type=int, default=2, help="parallel streams to image-input")
     s.add_argument("--retry-seconds", type=float, default=120,
@@ -193,7 +248,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--no-store", action="store_true", help="ask the server not to keep results")
     s.add_argument("--skip-cache", action="store_true", help="never answer from the result cache")
     connect.add_options(s)
-    s.set_defaults(fn=cmd_analyze)
+    s.set_defaults(fn=cmd_analyze, parser=s)
 
     s = sub.add_parser("visualize", help="draw result JSON onto the images it came from")
     s.add_argument("results", help="folder of result JSON written by analyze")

@@ -26,6 +26,7 @@ from typing import TextIO
 
 from faceanalysis.client import AnalysisError, Connection, health_of
 from faceanalysis.runtime import services
+from faceanalysis.runtime.config import Settings
 from faceanalysis.runtime.tls import TlsError
 
 
@@ -127,6 +128,9 @@ class LocalStack:
     # Plaintext health-only ports (FACEANALYSIS_HEALTH_PORT) of the services that serve TLS: the
     # stack waits on those, as the kubelet's probes do, since asking the TLS port needs certificates.
     health_ports: dict = field(default_factory=dict)
+    # image-input's HTTP/JSON API and web page (FACEANALYSIS_HTTP_PORT): the setting's default (8080), a
+    # free port with random_ports, or what extra_env sets (0: off).
+    http_port: int | None = None
     processes: dict = field(default_factory=dict)
     redis: Redis | None = None
     # Start every process in its own process group, so a Ctrl-C in the terminal reaches only
@@ -143,6 +147,10 @@ class LocalStack:
                 self.health_ports.setdefault(name, free_port())
         if self.random_ports:
             self.redis_port = free_port()
+        if self.http_port is None:
+            configured = {**self.extra_env.get("*", {}), **self.extra_env.get("image-input", {})}
+            self.http_port = (int(configured["FACEANALYSIS_HTTP_PORT"]) if "FACEANALYSIS_HTTP_PORT" in configured
+                              else free_port() if self.random_ports else Settings.model_fields["http_port"].default)
         self.workdir.mkdir(parents=True, exist_ok=True)
 
     def target(self, name: str) -> str:
@@ -151,6 +159,14 @@ class LocalStack:
     def health_target(self, name: str) -> str:
         """Where a plaintext health check of `name` goes: its health-only port when it serves TLS."""
         return f"127.0.0.1:{self.health_ports.get(name, self.grpc_ports[name])}"
+
+    @property
+    def http_url(self) -> str | None:
+        """Where image-input's HTTP/JSON API and web page are (https when it serves TLS); None when off."""
+        if not self.http_port:
+            return None
+        scheme = "https" if self._env_of("image-input").get("FACEANALYSIS_TLS_CERT_FILE") else "http"
+        return f"{scheme}://127.0.0.1:{self.http_port}"
 
     @property
     def metrics_urls(self) -> dict[str, str]:
@@ -175,6 +191,7 @@ class LocalStack:
             "FACEANALYSIS_LANDMARK_TARGET": f"dns:///127.0.0.1:{self.grpc_ports['face-landmark']}",
             "FACEANALYSIS_ATTRIBUTES_TARGET": f"dns:///127.0.0.1:{self.grpc_ports['face-attributes']}",
             "FACEANALYSIS_STORAGE_TARGET": f"dns:///127.0.0.1:{self.grpc_ports['data-storage']}",
+            "FACEANALYSIS_HTTP_PORT": str(self.http_port),  # only image-input reads it
         })
         env.update(self.extra_env.get("*", {}))
         env.update(self.extra_env.get(name, {}))
@@ -415,6 +432,8 @@ class Supervisor:
             elif name in self.stack.grpc_ports:
                 entry.update(grpc_port=self.stack.grpc_ports[name], metrics_port=self.stack.metrics_ports.get(name),
                              target=self.stack.target(name))
+                if name == services.IMAGE_INPUT.name:
+                    entry["http_url"] = self.stack.http_url
             entry["restarts"] = self.restarts.get(name, 0)
             state[name] = entry
         return state

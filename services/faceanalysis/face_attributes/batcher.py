@@ -9,6 +9,14 @@ pieces of at most `max_size` faces, one after the other: a model's activations g
 faces it runs at once (VGG-16 age and gender: 1.38 GB peak RSS at 4 faces, 2.1 GB at 32), so a
 group photo must not be allowed to set the pod's memory peak.
 
+Tasks: each call names the tasks (models) it wants, all of them by default, and a batch mixes
+calls that want different ones. Each task's model runs once per batch over exactly the faces of
+the calls that want it: tasks wanted by the same calls run together, as one `predict(faces,
+tasks)` (see `plan`). A batch of full calls is thus one predict over all its faces, as before; an
+emotion-only call batched with a full one adds its faces to the emotion run only, and the age and
+gender models never see them. A call that spans several runs gets, per face, the union of the
+mappings its runs answered (predict answers one mapping, task -> value, per face).
+
 Load shedding:
 - At most `max_queued_faces` faces wait (submitted, not yet taken into a running batch).
   A call that would exceed it gets `QueueFull` at once, so the server can answer
@@ -27,11 +35,13 @@ import collections
 import logging
 import threading
 import time
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
 
 import numpy as np
 
 from faceanalysis.runtime import metrics
+from faceanalysis.runtime.options import ATTRIBUTE_TASKS
 
 log = logging.getLogger(__name__)
 
@@ -45,23 +55,40 @@ class DeadlineExpired(Exception):
 
 
 class _Entry:
-    __slots__ = ("faces", "n", "future", "deadline", "queued")
+    __slots__ = ("faces", "n", "future", "deadline", "queued", "tasks")
 
-    def __init__(self, faces: np.ndarray, future: Future, deadline: float | None):
+    def __init__(self, faces: np.ndarray, future: Future, deadline: float | None, tasks: frozenset[str]):
         self.faces = faces
         self.n = len(faces)
         self.future = future
         self.deadline = deadline
         self.queued = True  # in the queue; only changed under the batcher's lock
+        self.tasks = tasks
+
+
+def plan(wanted: Sequence[frozenset[str]], order: Sequence[str]) -> list[tuple[tuple[str, ...], tuple[int, ...]]]:
+    """The runs for a batch whose calls want `wanted[i]`: (tasks, indices of the calls whose faces
+    they run over), one run per distinct set of calls, tasks in `order`, runs in the order of their
+    first task. Each task is in exactly one run, over exactly the calls that want it."""
+    runs: dict[tuple[int, ...], list[str]] = {}
+    for task in order:
+        calls = tuple(i for i, tasks in enumerate(wanted) if task in tasks)
+        if calls:
+            runs.setdefault(calls, []).append(task)
+    return [(tuple(tasks), calls) for calls, tasks in runs.items()]
 
 
 class Batcher:
-    def __init__(self, predict, max_size: int, wait_ms: float, max_queued_faces: int):
+    def __init__(self, predict, max_size: int, wait_ms: float, max_queued_faces: int,
+                 tasks: Sequence[str] = ATTRIBUTE_TASKS):
+        """`predict(faces, tasks)` answers for each face (one per row of `faces`); `tasks` are
+        every task a call may want, in the order their models run."""
         if max_size < 1:
             raise ValueError(f"max_size must be at least 1, got {max_size}")
         if max_queued_faces < 1:
             raise ValueError(f"max_queued_faces must be at least 1, got {max_queued_faces}")
         self._predict = predict
+        self.tasks = tuple(tasks)
         self.max_size = max_size
         self.wait = max(0.0, wait_ms) / 1000.0
         self.max_queued_faces = max_queued_faces
@@ -80,20 +107,24 @@ class Batcher:
         with self._lock:
             return self._queued_faces
 
-    def submit(self, faces: np.ndarray, deadline: float | None = None) -> Future:
-        """Queue a call's faces; the future resolves to one result per face, in order.
+    def submit(self, faces: np.ndarray, deadline: float | None = None, tasks: Iterable[str] | None = None) -> Future:
+        """Queue a call's faces for `tasks` (default: all); the future resolves to one result per
+        face, in order.
 
         Raises QueueFull (synchronously, counting nothing) when the faces do not fit in the queue.
         The future fails with DeadlineExpired if `deadline` (time.monotonic()) passes before the
         faces are taken into a batch, and with RuntimeError once the batcher is closed.
         Cancelling the future before its batch runs drops its faces.
         """
+        wanted = frozenset(self.tasks if tasks is None else tasks)
+        if not wanted or not wanted <= set(self.tasks):
+            raise ValueError(f"tasks must be some of {', '.join(self.tasks)}; got {sorted(wanted)}")
         future: Future = Future()
         n = len(faces)
         if n == 0:
             future.set_result([])
             return future
-        entry = _Entry(faces, future, deadline)
+        entry = _Entry(faces, future, deadline, wanted)
         future.add_done_callback(lambda f, entry=entry: self._on_done(entry))
         with self._lock:
             if self._closed:
@@ -224,22 +255,35 @@ class Batcher:
                 self._flush(batch)
 
     def _flush(self, batch: list[_Entry]) -> None:
+        runs = plan([e.tasks for e in batch], self.tasks)
+        # A call's pixels are let go once the last run over them has copied them.
+        last_run = {i: r for r, (_, calls) in enumerate(runs) for i in calls}
+        answers: list[list | None] = [None] * len(batch)
         try:
-            inputs = batch[0].faces if len(batch) == 1 else np.concatenate([e.faces for e in batch])
-            for entry in batch:
-                entry.faces = None
-            results = []
-            for start in range(0, len(inputs), self.max_size):
-                results.extend(self._predict(inputs[start : start + self.max_size]))
-            del inputs
-            if len(results) != sum(e.n for e in batch):
-                raise RuntimeError(f"the models returned {len(results)} results for {sum(e.n for e in batch)} faces")
+            for r, (tasks, calls) in enumerate(runs):
+                members = [batch[i] for i in calls]
+                inputs = members[0].faces if len(members) == 1 else np.concatenate([e.faces for e in members])
+                for i in calls:
+                    if last_run[i] == r:
+                        batch[i].faces = None
+                results = []
+                for start in range(0, len(inputs), self.max_size):
+                    results.extend(self._predict(inputs[start : start + self.max_size], tasks))
+                del inputs
+                if len(results) != sum(e.n for e in members):
+                    raise RuntimeError(f"the models returned {len(results)} results for "
+                                       f"{sum(e.n for e in members)} faces")
+                start = 0
+                for i in calls:
+                    mine = results[start : start + batch[i].n]
+                    start += batch[i].n
+                    # A call in several runs: per face, the union of what each run answered.
+                    answers[i] = mine if answers[i] is None else [{**a, **b} for a, b in zip(answers[i], mine)]
         except Exception as err:  # every call of the batch learns of it; the worker lives on
             log.warning("inference batch failed: %s", err)
             for entry in batch:
+                entry.faces = None
                 entry.future.set_exception(err)
             return
-        start = 0
-        for entry in batch:
-            entry.future.set_result(results[start : start + entry.n])
-            start += entry.n
+        for entry, answer in zip(batch, answers):
+            entry.future.set_result(answer)

@@ -22,6 +22,10 @@ entry its sha256 matches (models/provenance.py). DeepFace's official weights wan
 of ../shared/models 0.4. FACEANALYSIS_FACE_MARGIN, when set, overrides every model's margin, and a
 WARNING names both values wherever they differ. Models that agree share one cut; otherwise a batch
 carries one cut per distinct margin (shape (n, groups, 224, 224, 3)) and each model reads its own.
+
+A call may ask for some of the attributes only (PredictAttributesRequest.tasks): `Predictor.run`
+runs only the models of the tasks it is given, so an emotion-only call never pays for (nor shows
+in the inference metrics of) the age and gender models.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from faceanalysis import models
 from faceanalysis.models import provenance
 from faceanalysis.runtime import cpu, memory, metrics
 from faceanalysis.runtime.logging import log
+from faceanalysis.runtime.options import ATTRIBUTE_TASKS
 
 logger = logging.getLogger(__name__)
 
@@ -150,22 +155,25 @@ def prepare_face(face_bgr: np.ndarray) -> np.ndarray:
     return preprocessing.resize_image(img=img, target_size=INPUT_SIZE)[0]
 
 
-def run_models(clients: dict, batch: np.ndarray | dict[str, np.ndarray], observe: bool = True) -> dict[str, np.ndarray]:
-    """Each model's raw output for a (n, 224, 224, 3) batch (or one such batch per model name),
-    through DeepFace's client code: the age session is fed the batch as it is, gender and emotion
-    go through their clients' predict (emotion's turns each face into a 48x48 gray image first)."""
+def run_models(clients: dict, batch: np.ndarray | dict[str, np.ndarray], observe: bool = True,
+               names: Iterable[str] = tuple(MODEL_FILES)) -> dict[str, np.ndarray]:
+    """The raw output of each model in `names` (default: all) for a (n, 224, 224, 3) batch (or one
+    such batch per model name), through DeepFace's client code: the age session is fed the batch as
+    it is, gender and emotion go through their clients' predict (emotion's turns each face into a
+    48x48 gray image first). Only those models run, and only they are counted in the metrics."""
     from deepface.commons import onnx_utils
 
-    inputs = batch if isinstance(batch, dict) else {name: batch for name in MODEL_FILES}
-    n = len(inputs["Age"])
+    names = [name for name in MODEL_FILES if name in set(names)]
+    inputs = batch if isinstance(batch, dict) else {name: batch for name in names}
     timed = metrics.observe_inference if observe else (lambda *_: contextlib.nullcontext())
-    with timed("age", n):
-        ages = np.atleast_2d(onnx_utils.run_session(clients["Age"].model, inputs["Age"]))
-    with timed("gender", n):
-        genders = np.atleast_2d(clients["Gender"].predict(inputs["Gender"]))
-    with timed("emotion", n):
-        emotions = np.atleast_2d(clients["Emotion"].predict(inputs["Emotion"]))
-    return {"Age": ages, "Gender": genders, "Emotion": emotions}
+    out = {}
+    for name in names:
+        with timed(name.lower(), len(inputs[name])):
+            if name == "Age":  # the distribution, not the client's expectation: the interval needs it
+                out[name] = np.atleast_2d(onnx_utils.run_session(clients[name].model, inputs[name]))
+            else:
+                out[name] = np.atleast_2d(clients[name].predict(inputs[name]))
+    return out
 
 
 class _RecordingSession:
@@ -378,21 +386,32 @@ class Predictor:
         """One face (uint8 BGR), already cut, to DeepFace's model input: (224, 224, 3) float32 in [0, 1]."""
         return prepare_face(face_bgr)
 
-    def inputs(self, batch: np.ndarray) -> np.ndarray | dict[str, np.ndarray]:
+    def inputs(self, batch: np.ndarray,
+               names: Iterable[str] = tuple(MODEL_FILES)) -> np.ndarray | dict[str, np.ndarray]:
         """A (n, 224, 224, 3) batch goes to every model; a (n, groups, 224, 224, 3) one is split,
-        each model reading the cut at its own margin."""
+        each model in `names` reading the cut at its own margin."""
         if batch.ndim == 4:
             return batch
-        return {name: np.ascontiguousarray(batch[:, self.group_of[name]]) for name in MODEL_FILES}
+        return {name: np.ascontiguousarray(batch[:, self.group_of[name]]) for name in names}
+
+    def run(self, batch: np.ndarray, tasks: Iterable[str] = ATTRIBUTE_TASKS) -> list[dict[str, object]]:
+        """Per face of a (n, 224, 224, 3) batch (or (n, groups, 224, 224, 3), see prepare_crop), the
+        answer of each task in `tasks`, one inference per model of those tasks only:
+        "age": (years, low, high), "gender": P(woman), "emotion": 7 probabilities (EMOTIONS order)."""
+        names = [name for name in MODEL_FILES if name.lower() in set(tasks)]
+        raw = run_models(self.clients, self.inputs(batch, names), names=names)
+        out: list[dict[str, object]] = [{} for _ in range(len(batch))]
+        for face, dist in zip(out, raw.get("Age", ())):
+            low, high = age_interval(dist)
+            years = age_years(dist)
+            face["age"] = (years, min(low, years), max(high, years))
+        for face, gender in zip(out, raw.get("Gender", ())):
+            face["gender"] = woman_probability(gender)
+        for face, emotion in zip(out, raw.get("Emotion", ())):
+            face["emotion"] = emotion_scores(emotion)
+        return out
 
     def predict(self, batch: np.ndarray) -> list[Attributes]:
         """Age, gender and emotion for a (n, 224, 224, 3) batch (or (n, groups, 224, 224, 3), see
         prepare_crop), in one inference per model."""
-        raw = run_models(self.clients, self.inputs(batch))
-        out = []
-        for age_dist, gender, emotion in zip(raw["Age"], raw["Gender"], raw["Emotion"]):
-            low, high = age_interval(age_dist)
-            years = age_years(age_dist)
-            out.append(Attributes(years, min(low, years), max(high, years), woman_probability(gender),
-                                  emotion_scores(emotion)))
-        return out
+        return [Attributes(*face["age"], face["gender"], face["emotion"]) for face in self.run(batch)]

@@ -12,7 +12,7 @@ import numpy as np
 from faceanalysis import models
 from faceanalysis.face_attributes.batcher import Batcher, DeadlineExpired, QueueFull
 from faceanalysis.face_attributes.predictor import EMOTIONS, Predictor
-from faceanalysis.runtime import channels, config, cpu, memory, rawimage, services, timing
+from faceanalysis.runtime import channels, config, cpu, memory, options, rawimage, services, timing
 from faceanalysis.runtime.server import NotReady, ServiceApp
 from faceanalysis.runtime.work import Admission, Overloaded, abort_overloaded, run_blocking
 from faceanalysis.v1 import common_pb2, face_attributes_pb2, face_attributes_pb2_grpc
@@ -20,19 +20,23 @@ from faceanalysis.v1 import common_pb2, face_attributes_pb2, face_attributes_pb2
 log = logging.getLogger(__name__)
 
 
-def to_message(attrs) -> face_attributes_pb2.FaceAttributeSet:
-    is_woman = attrs.woman >= 0.5
-    return face_attributes_pb2.FaceAttributeSet(
-        age=common_pb2.Age(years=attrs.age, low=attrs.age_low, high=attrs.age_high),
-        gender=common_pb2.GenderPrediction(
+def to_message(face: dict) -> face_attributes_pb2.FaceAttributeSet:
+    """One face's answers (Predictor.run: task -> value); the tasks not asked for stay unset."""
+    out = face_attributes_pb2.FaceAttributeSet()
+    if "age" in face:
+        years, low, high = face["age"]
+        out.age.CopyFrom(common_pb2.Age(years=years, low=low, high=high))
+    if "gender" in face:
+        woman = face["gender"]
+        is_woman = woman >= 0.5
+        out.gender.CopyFrom(common_pb2.GenderPrediction(
             label=common_pb2.GENDER_WOMAN if is_woman else common_pb2.GENDER_MAN,
-            confidence=attrs.woman if is_woman else 1.0 - attrs.woman,
-        ),
-        emotion=common_pb2.EmotionPrediction(
-            dominant=EMOTIONS[int(np.argmax(attrs.emotions))],
-            scores={name: float(p) for name, p in zip(EMOTIONS, attrs.emotions)},
-        ),
-    )
+            confidence=woman if is_woman else 1.0 - woman))
+    if "emotion" in face:
+        scores = face["emotion"]
+        out.emotion.CopyFrom(common_pb2.EmotionPrediction(
+            dominant=EMOTIONS[int(np.argmax(scores))], scores={name: float(p) for name, p in zip(EMOTIONS, scores)}))
+    return out
 
 
 class FaceAttributesServicer(face_attributes_pb2_grpc.FaceAttributesServicer):
@@ -61,8 +65,8 @@ class FaceAttributesServicer(face_attributes_pb2_grpc.FaceAttributesServicer):
         # most batches have (a call is never run in pieces larger than batch_max_size).
         for size in sorted({1, self.settings.batch_max_size}):
             self.predictor.predict(np.zeros(self.predictor.batch_shape(size), dtype=np.float32))
-        self.batcher = Batcher(self.predictor.predict, self.settings.batch_max_size, self.settings.batch_wait_ms,
-                               self.settings.batch_queue_max_faces)
+        self.batcher = Batcher(self.predictor.run, self.settings.batch_max_size, self.settings.batch_wait_ms,
+                               self.settings.batch_queue_max_faces, tasks=options.ATTRIBUTE_TASKS)
 
     def close(self) -> None:
         if self.batcher:
@@ -95,6 +99,10 @@ class FaceAttributesServicer(face_attributes_pb2_grpc.FaceAttributesServicer):
             await abort_overloaded(context, err)
 
     async def _predict(self, request, context):
+        try:
+            tasks = options.attribute_tasks(request.tasks)
+        except options.InvalidOption as err:
+            await context.abort(err.code, err.message)
         remaining = context.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining
         timings: list = []
@@ -105,7 +113,7 @@ class FaceAttributesServicer(face_attributes_pb2_grpc.FaceAttributesServicer):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad crop: {err}")
         with timing.stage(timings, "face_attributes_inference"):
             try:
-                future = self.batcher.submit(batch, deadline)
+                future = self.batcher.submit(batch, deadline, tasks)
             except QueueFull as err:
                 await abort_overloaded(context, err)
             try:
@@ -115,7 +123,7 @@ class FaceAttributesServicer(face_attributes_pb2_grpc.FaceAttributesServicer):
                 await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed while waiting for inference")
         return face_attributes_pb2.PredictAttributesResponse(
             attributes=[to_message(a) for a in results],
-            models=self.model_infos,
+            models=[m for m in self.model_infos if m.task in tasks],  # only the models that ran
             timings=timings,
         )
 

@@ -2,6 +2,8 @@
 
 Each returns boxes in the pixel space of the image it was given, with a score and, where the
 detector provides them, eye centres (YuNet does; the others get eyes from the 68 landmarks).
+`detect(bgr, threshold, min_face)` takes a request's own threshold and smallest face (None: the
+detector's settings); YuNet sizes its search by `min_face`, the others search the whole image.
 """
 
 from __future__ import annotations
@@ -82,11 +84,11 @@ class YuNetDetector:
         # Input size is set per image: the model has symbolic height and width.
         self.model = cv2.FaceDetectorYN.create(str(model_path), "", (320, 320), threshold, 0.3, 5000)
 
-    def working_scale(self, height: int, width: int) -> float:
-        """Scale of the first pass: the longest side down to `max_side`, unless `min_face` needs
-        more pixels (a face that small must still be PROBE_FACE px wide) or the image is a strip
-        that would be left too thin to hold a face (MIN_SIDE rows); never upscaled."""
-        return min(1.0, max(self.max_side / max(height, width), self.PROBE_FACE / self.min_face,
+    def working_scale(self, height: int, width: int, min_face: int | None = None) -> float:
+        """Scale of the first pass: the longest side down to `max_side`, unless `min_face` (default:
+        the detector's) needs more pixels (a face that small must still be PROBE_FACE px wide) or
+        the image is a strip that would be left too thin to hold a face (MIN_SIDE rows); never upscaled."""
+        return min(1.0, max(self.max_side / max(height, width), self.PROBE_FACE / (min_face or self.min_face),
                             self.MIN_SIDE / min(height, width)))
 
     def _run(self, bgr: np.ndarray, scale: float, offset: tuple[float, float] = (0, 0)) -> list[Detection]:
@@ -161,25 +163,31 @@ class YuNetDetector:
                 if iou(d, candidate) >= self.SAME_FACE_IOU]
         return max(same, key=lambda d: d.score, default=None)
 
-    def detect(self, bgr: np.ndarray) -> list[Detection]:
+    def detect(self, bgr: np.ndarray, threshold: float | None = None, min_face: int | None = None) -> list[Detection]:
+        """Faces scoring at least `threshold`, searched at the scale `min_face` needs (None: the
+        detector's own settings)."""
+        try:
+            return self._detect(bgr, self.threshold if threshold is None else threshold, min_face)
+        finally:
+            self.model.setScoreThreshold(self.threshold)  # the next call starts from the settings
+
+    def _detect(self, bgr: np.ndarray, threshold: float, min_face: int | None) -> list[Detection]:
         height, width = bgr.shape[:2]
         if min(height, width) < self.MIN_SIDE:  # no face fits, at any scale YuNet is given
             return []
-        scale = self.working_scale(height, width)
+        scale = self.working_scale(height, width, min_face)
         work = bgr if scale == 1 else cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         # At full resolution there is nothing finer to re-check with: no candidates then.
-        probe = min(self.PROBE_THRESHOLD, self.threshold) if scale < 1 else self.threshold
+        probe = min(self.PROBE_THRESHOLD, threshold) if scale < 1 else threshold
         self.model.setScoreThreshold(probe)
-        try:
-            seen = self._level(work, scale)
-        finally:
-            self.model.setScoreThreshold(self.threshold)
+        seen = self._level(work, scale)
+        self.model.setScoreThreshold(threshold)  # re-checks and the coarse pyramid
         found: list[Detection] = []
         for det in sorted(seen, key=lambda d: -d.score):
             face: Detection | None = det
-            if det.score < self.threshold:  # a candidate: the re-check decides
+            if det.score < threshold:  # a candidate: the re-check decides
                 small = det.width * scale < self.RECHECK_BELOW
-                near = det.score >= self.threshold - self.NEAR_MISS
+                near = det.score >= threshold - self.NEAR_MISS
                 if not (small or near) or any(iou(det, f) >= self.SAME_FACE_IOU for f in found):
                     continue
                 face = self._recheck(bgr, det)
@@ -219,6 +227,12 @@ def box_iou(a: tuple[float, float, float, float], b: tuple[float, float, float, 
     return inter / union if union > 0 else 0.0
 
 
+def above(found: list[Detection], threshold: float | None) -> list[Detection]:
+    """The detections scoring at least a request's `threshold`. Haar and HOG have no threshold
+    setting of their own: without one, every detection counts."""
+    return found if threshold is None else [d for d in found if d.score >= threshold]
+
+
 class HaarDetector:
     name = "haar"
     model_file = "haarcascade_frontalface_default.xml"
@@ -228,13 +242,13 @@ class HaarDetector:
         if self.model.empty():
             raise RuntimeError("OpenCV's Haar cascade file is missing from the opencv package")
 
-    def detect(self, bgr: np.ndarray) -> list[Detection]:
+    def detect(self, bgr: np.ndarray, threshold: float | None = None, min_face: int | None = None) -> list[Detection]:
         gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
         boxes, _, weights = self.model.detectMultiScale3(gray, scaleFactor=1.1, minNeighbors=5,
                                                          minSize=(24, 24), outputRejectLevels=True)
         # Haar gives level weights, not probabilities: squash them into (0, 1) for the contract.
-        return [Detection(float(x), float(y), float(w), float(h), float(1 / (1 + np.exp(-float(s)))))
-                for (x, y, w, h), s in zip(boxes, np.ravel(weights) if len(boxes) else [])]
+        return above([Detection(float(x), float(y), float(w), float(h), float(1 / (1 + np.exp(-float(s)))))
+                      for (x, y, w, h), s in zip(boxes, np.ravel(weights) if len(boxes) else [])], threshold)
 
 
 class HogDetector:
@@ -244,9 +258,9 @@ class HogDetector:
     def __init__(self):
         self.model = dlib.get_frontal_face_detector()
 
-    def detect(self, bgr: np.ndarray) -> list[Detection]:
+    def detect(self, bgr: np.ndarray, threshold: float | None = None, min_face: int | None = None) -> list[Detection]:
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         rects, scores, _ = self.model.run(rgb, 1, 0.0)
-        return [Detection(float(r.left()), float(r.top()), float(r.width()), float(r.height()),
-                          float(1 / (1 + np.exp(-s))))
-                for r, s in zip(rects, scores)]
+        return above([Detection(float(r.left()), float(r.top()), float(r.width()), float(r.height()),
+                                float(1 / (1 + np.exp(-s))))
+                      for r, s in zip(rects, scores)], threshold)

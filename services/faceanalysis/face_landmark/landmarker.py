@@ -30,10 +30,10 @@ IMAGE_RIGHT_EYE = slice(42, 48)
 class FaceFound:
     box: tuple[float, float, float, float]
     score: float
-    landmarks: np.ndarray  # (68, 2) float
-    crop: np.ndarray
-    face_width: float
-    face_height: float
+    landmarks: np.ndarray | None  # (68, 2) float; None when not asked for
+    crop: np.ndarray | None  # None when not asked for
+    face_width: float = 0.0
+    face_height: float = 0.0
 
 
 class Landmarker:
@@ -89,9 +89,10 @@ class Landmarker:
         """Each model that contributes to a result: file, sha256, and the settings that shape it."""
         return list(self._model_infos)
 
-    def detect(self, bgr: np.ndarray) -> list[detectors.Detection]:
+    def detect(self, bgr: np.ndarray, threshold: float | None = None,
+               min_face: int | None = None) -> list[detectors.Detection]:
         with metrics.observe_inference(self.detector.name, 1):
-            return self.detector.detect(bgr)
+            return self.detector.detect(bgr, threshold, min_face)
 
     def landmarks(self, gray: np.ndarray, det: detectors.Detection) -> np.ndarray:
         x, y, w, h = det.x, det.y, det.width, det.height
@@ -106,23 +107,36 @@ class Landmarker:
         shape = self.predictor(gray, rect)
         return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
 
-    def analyze(self, bgr: np.ndarray) -> list[FaceFound]:
+    def analyze(self, bgr: np.ndarray, threshold: float | None = None, min_face: int | None = None,
+                landmarks: bool = True, crops: bool = True) -> list[FaceFound]:
+        """The faces in `bgr`. `threshold` and `min_face` are a request's own (None: the settings);
+        `min_face` also drops faces whose box is smaller on its shorter side. Landmarks and crops
+        are computed only when asked for, except that a crop the detector gave no eyes for is
+        levelled by dlib's eye points, which are then computed but not returned."""
         height, width = bgr.shape[:2]
-        found = []
-        detections = [d for d in self.detect(bgr) if d.width > 1 and d.height > 1]
-        gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
-        with metrics.observe_inference("dlib_68", len(detections)):
-            points = [self.landmarks(gray, d) for d in detections]
-        for det, pts in zip(detections, points):
+        kept = []
+        for det in self.detect(bgr, threshold, min_face):
             # Boxes are clipped to the image; YuNet may report faces partly outside the frame.
             x0, y0 = max(0.0, det.x), max(0.0, det.y)
             x1, y1 = min(float(width), det.x + det.width), min(float(height), det.y + det.height)
-            if x1 - x0 < 2 or y1 - y0 < 2:
+            if x1 - x0 < 2 or y1 - y0 < 2 or (min_face and min(x1 - x0, y1 - y0) < min_face):
                 continue
-            left = det.image_left_eye or tuple(pts[IMAGE_LEFT_EYE].mean(axis=0))
-            right = det.image_right_eye or tuple(pts[IMAGE_RIGHT_EYE].mean(axis=0))
-            angle = alignment.eye_angle(left, right)
-            crop, fw, fh = alignment.aligned_crop(bgr, (x0, y0, x1 - x0, y1 - y0), angle, self.crop_size)
-            found.append(FaceFound((x0, y0, x1 - x0, y1 - y0), det.score, pts, crop, fw, fh))
+            kept.append((det, (x0, y0, x1 - x0, y1 - y0)))
+        needs_points = [landmarks or (crops and det.image_left_eye is None) for det, _ in kept]
+        points: list[np.ndarray | None] = [None] * len(kept)
+        if landmarks or any(needs_points):
+            gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+            with metrics.observe_inference("dlib_68", sum(needs_points)):
+                points = [self.landmarks(gray, det) if need else None
+                          for (det, _), need in zip(kept, needs_points)]
+        found = []
+        for (det, box), pts in zip(kept, points):
+            face = FaceFound(box, det.score, pts if landmarks else None, None)
+            if crops:
+                left = det.image_left_eye or tuple(pts[IMAGE_LEFT_EYE].mean(axis=0))
+                right = det.image_right_eye or tuple(pts[IMAGE_RIGHT_EYE].mean(axis=0))
+                face.crop, face.face_width, face.face_height = alignment.aligned_crop(
+                    bgr, box, alignment.eye_angle(left, right), self.crop_size)
+            found.append(face)
         found.sort(key=lambda f: f.box[0])
         return found

@@ -11,6 +11,7 @@ import numpy as np
 from faceanalysis import models
 from faceanalysis.face_landmark.landmarker import Landmarker
 from faceanalysis.runtime import config, cpu, imagecodec, memory, rawimage, services, timing, work
+from faceanalysis.runtime.options import DetectOptions
 from faceanalysis.runtime.logging import log as log_fields
 from faceanalysis.runtime.server import NotReady, ServiceApp
 from faceanalysis.runtime.work import Admission, Overloaded, abort_overloaded
@@ -20,14 +21,16 @@ log = logging.getLogger(__name__)
 
 
 def to_message(face) -> face_landmark_pb2.DetectedFace:
+    """A FaceFound as the answer carries it; landmarks and crop only where they were computed."""
     x, y, w, h = (int(round(v)) for v in face.box)
-    return face_landmark_pb2.DetectedFace(
-        box=common_pb2.BoundingBox(x=x, y=y, width=w, height=h),
-        detection_score=min(1.0, max(0.0, face.score)),
-        landmarks=[common_pb2.Point(x=float(px), y=float(py)) for px, py in face.landmarks],
-        crop=face_landmark_pb2.AlignedCrop(image=rawimage.to_message(face.crop), face_width=face.face_width,
-                                           face_height=face.face_height),
-    )
+    out = face_landmark_pb2.DetectedFace(box=common_pb2.BoundingBox(x=x, y=y, width=w, height=h),
+                                         detection_score=min(1.0, max(0.0, face.score)))
+    if face.landmarks is not None:
+        out.landmarks.extend(common_pb2.Point(x=float(px), y=float(py)) for px, py in face.landmarks)
+    if face.crop is not None:
+        out.crop.CopyFrom(face_landmark_pb2.AlignedCrop(image=rawimage.to_message(face.crop),
+                                                        face_width=face.face_width, face_height=face.face_height))
+    return out
 
 
 class FaceLandmarkServicer(face_landmark_pb2_grpc.FaceLandmarkServicer):
@@ -59,7 +62,8 @@ class FaceLandmarkServicer(face_landmark_pb2_grpc.FaceLandmarkServicer):
         """This worker thread's own YuNet, built and run once at the size most photos are searched at."""
         self.landmarker.analyze(np.zeros((480, self.settings.detection_max_side, 3), dtype=np.uint8))
 
-    def _detect(self, data: bytes) -> tuple[face_landmark_pb2.DetectFacesResponse, tuple[int, int]]:
+    def _detect(self, data: bytes, wanted: DetectOptions) -> tuple[face_landmark_pb2.DetectFacesResponse,
+                                                                  tuple[int, int]]:
         """Blocking: decode, detect, build the answer. The pixels die with this frame."""
         timings: list = []
         with timing.stage(timings, "decode"):
@@ -67,7 +71,8 @@ class FaceLandmarkServicer(face_landmark_pb2_grpc.FaceLandmarkServicer):
         try:
             with timing.stage(timings, "face_landmark"):
                 try:
-                    faces = self.landmarker.analyze(bgr)
+                    faces = self.landmarker.analyze(bgr, wanted.threshold, wanted.min_face, wanted.landmarks,
+                                                    wanted.crops)
                 except cv2.error as err:
                     # A valid image the detector cannot take (e.g. 40000x16): the input's shape,
                     # not a server fault.
@@ -75,9 +80,11 @@ class FaceLandmarkServicer(face_landmark_pb2_grpc.FaceLandmarkServicer):
                         grpc.StatusCode.INVALID_ARGUMENT,
                         f"the face detector cannot process a {header.width}x{header.height} image: "
                         f"{err.err or err}") from None
+            # The models as this request ran them (its threshold and min_face), and only those that ran.
+            models = self.model_infos if wanted == DetectOptions() else [
+                m for m in map(wanted.describe, self.model_infos) if m is not None]
             response = face_landmark_pb2.DetectFacesResponse(
-                faces=[to_message(f) for f in faces], models=self.model_infos,
-                timings=timings)
+                faces=[to_message(f) for f in faces], models=models, timings=timings)
             return response, (header.width, header.height)
         finally:
             del bgr
@@ -92,7 +99,8 @@ class FaceLandmarkServicer(face_landmark_pb2_grpc.FaceLandmarkServicer):
         if self.landmarker is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "face-landmark is still loading its models")
         try:
-            response, (width, height) = await self.admission.run(self._detect, request.image,
+            wanted = DetectOptions.from_request(request)  # INVALID_ARGUMENT before any work
+            response, (width, height) = await self.admission.run(self._detect, request.image, wanted,
                                                                  deadline=work.deadline(context))
         except Overloaded as err:
             await abort_overloaded(context, err)

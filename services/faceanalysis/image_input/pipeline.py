@@ -19,6 +19,7 @@ from faceanalysis.image_input.fingerprint import Fingerprint
 from faceanalysis.runtime import channels, config, imagecodec, metrics, timing
 from faceanalysis.runtime.channels import Peer, PeerError
 from faceanalysis.runtime.logging import log as log_fields
+from faceanalysis.runtime.options import Options
 from faceanalysis.runtime.tls import peer_credentials
 from faceanalysis.runtime.work import run_blocking
 from faceanalysis.v1 import (
@@ -27,7 +28,6 @@ from faceanalysis.v1 import (
     data_storage_pb2_grpc,
     face_attributes_pb2,
     face_attributes_pb2_grpc,
-    face_landmark_pb2,
     face_landmark_pb2_grpc,
 )
 
@@ -69,9 +69,11 @@ class Pipeline:
         result.cached = True
         return result
 
-    async def analyze(self, data: bytes, options: common_pb2.AnalysisOptions, deadline: float | None = None, *,
+    async def analyze(self, data: bytes, options: Options, deadline: float | None = None, *,
                       tenant: str) -> common_pb2.AnalysisResult:
-        """Analyzes `data` for `tenant`, whose cache it looks in and whose results it adds to.
+        """Analyzes `data` for `tenant`, whose cache it looks in and whose results it adds to, as
+        `options` (checked: Options.parse) ask: a peer is asked only for what they need, and
+        face-attributes not at all when no attribute is wanted.
 
         Raises imagecodec.InputError for the client's bad input and PeerError for a peer's failure."""
         started = time.perf_counter()
@@ -79,20 +81,20 @@ class Pipeline:
         with timing.stage(timings, "inspect"):
             # Hashing 20 MB takes ~50 ms: off the event loop.
             header = await run_blocking(imagecodec.inspect, data, self.limits)
-        # The key: the image and the models (with their settings) that answer for it; see fingerprint.py.
+        # The key: the image, the models (with their settings) that answer for it under these options,
+        # and the actions asked for; see fingerprint.py.
         use_cache = not options.skip_cache and not options.no_store
-        if use_cache and (models_now := await self.fingerprint.current()) is not None:
-            hit = await self._cached(tenant, fingerprint.cache_key(header.sha256, models_now), deadline)
+        if use_cache and (models_now := await self.fingerprint.current(options)) is not None:
+            hit = await self._cached(tenant, fingerprint.cache_key(header.sha256, models_now, options), deadline)
             if hit is not None:
                 return hit
 
-        detected = await self.landmark.call("DetectFaces", face_landmark_pb2.DetectFacesRequest(image=data), deadline,
-                                            client_input=True)
+        detected = await self.landmark.call("DetectFaces", options.detect.request(data), deadline, client_input=True)
         attrs = face_attributes_pb2.PredictAttributesResponse()
-        if detected.faces:
+        called_attributes = bool(detected.faces and options.attribute_tasks)
+        if called_attributes:
             attrs = await self.attributes.call(
-                "PredictAttributes", face_attributes_pb2.PredictAttributesRequest(crops=[f.crop for f in detected.faces]),
-                deadline)
+                "PredictAttributes", options.attributes_request([f.crop for f in detected.faces]), deadline)
             if len(attrs.attributes) != len(detected.faces):
                 raise PeerError(grpc.StatusCode.INTERNAL, "face-attributes answered for a different face count")
 
@@ -107,17 +109,17 @@ class Pipeline:
         )
         for face, attr in zip(detected.faces, attrs.attributes or [None] * len(detected.faces)):
             out = result.faces.add(box=face.box, detection_score=face.detection_score, landmarks=face.landmarks)
-            if attr is not None:
-                out.age.CopyFrom(attr.age)
-                out.gender.CopyFrom(attr.gender)
-                out.emotion.CopyFrom(attr.emotion)
+            for field in options.attribute_tasks if attr is not None else ():  # those not asked stay unset
+                if attr.HasField(field):
+                    getattr(out, field).CopyFrom(getattr(attr, field))
         metrics.FACES_PER_IMAGE.observe(len(result.faces))
         result.timings.extend([*timings, *detected.timings, *attrs.timings])
 
         if not options.no_store:
             with timing.stage(result.timings, "data_storage"):
-                skipped = () if detected.faces else (self.attributes.name,)
-                key = fingerprint.cache_key(header.sha256, self.fingerprint.stored_digest(list(result.models), skipped))
+                skipped = () if called_attributes else (self.attributes.name,)
+                models_digest = self.fingerprint.stored_digest(list(result.models), skipped, options)
+                key = fingerprint.cache_key(header.sha256, models_digest, options)
                 await self._store(tenant, result, key, deadline)
         result.timings.add(stage="total", seconds=time.perf_counter() - started)
         return result

@@ -7,8 +7,10 @@ import logging
 
 import grpc
 
+from faceanalysis.image_input.http.listener import HttpListener
 from faceanalysis.image_input.pipeline import Pipeline
 from faceanalysis.runtime import auth, config, imagecodec, results, services, tenants, work
+from faceanalysis.runtime.options import Options
 from faceanalysis.runtime.channels import PeerError
 from faceanalysis.runtime.logging import log as log_fields
 from faceanalysis.runtime.server import ServiceApp
@@ -34,9 +36,11 @@ class FaceAnalysisServicer(image_input_pb2_grpc.FaceAnalysisServicer):
         self.draining.set()
 
     async def _analyze(self, request, deadline: float | None, tenant: str):
-        """One admitted image. Raises Overloaded, imagecodec.InputError or PeerError."""
+        """One admitted image. Raises Overloaded, imagecodec.InputError (options.InvalidOption for a
+        bad option, before anything is admitted, called or stored) or PeerError."""
+        options = Options.parse(request.options)
         async with self.admission.admitted(deadline=deadline):
-            return await self.pipeline.analyze(request.image, request.options, deadline, tenant=tenant)
+            return await self.pipeline.analyze(request.image, options, deadline, tenant=tenant)
 
     async def AnalyzeImage(self, request, context):
         tenant = tenants.current()
@@ -176,4 +180,6 @@ def build(settings: config.Settings) -> ServiceApp:
         reflected=(services.IMAGE_INPUT.grpc_service,),
         max_message_bytes=settings.image_message_bytes,
         interceptors=interceptors,
+        # The HTTP/JSON API and web page, on the same loop, calling this gRPC API in-process (http/).
+        companions=(HttpListener(settings),) if settings.http_port else (),
     )

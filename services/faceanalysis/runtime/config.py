@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     grpc_port: int | None = Field(None, ge=0, le=65535, description="gRPC port; default per service (50050-50053)")
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus /metrics port; default per service (9150-9153)")
     bind_host: str = Field("[::]", description="address the gRPC server binds")
+    http_port: int = Field(
+        services.IMAGE_INPUT.http_port, ge=0, le=65535, description="(image-input) port of the HTTP/JSON API and web page (HTTPS when TLS "
+        "is set); 0: off")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Servers run on asyncio: an open call costs no thread. Blocking work (decoding, inference,
     # Redis) runs in a pool of this many threads; calls beyond the pool wait in line (admitted).

@@ -29,6 +29,14 @@ GRPC_IN_FLIGHT = Gauge(
     "gRPC calls being handled now, from the moment they arrive (queued ones included).",
     ["service", "method"],
 )
+# image-input's HTTP/JSON API. Each API call is also a gRPC call (the HTTP layer calls the gRPC API
+# in-process), counted above by method and gRPC code; this adds what only HTTP sees: the route
+# and the HTTP status, web files and refusals before any call (413, 415, 405, unknown paths).
+HTTP_REQUESTS = Counter(
+    "faceanalysis_http_requests_total",
+    "HTTP requests answered, by service, route (path template; `unmatched` for unknown paths), method and status.",
+    ["service", "route", "method", "code"],
+)
 # The autoscaling signal: work a pod has admitted and not finished (images in image-input and
 # face-landmark, faces in face-attributes), queued work included. Idle streams count nothing.
 WORK_IN_FLIGHT = Gauge(

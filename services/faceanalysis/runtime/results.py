@@ -24,6 +24,12 @@ def to_json(result: common_pb2.AnalysisResult, indent: int | None = None) -> str
                                      always_print_fields_with_no_presence=True)
 
 
+def to_dict(result: common_pb2.AnalysisResult) -> dict:
+    """The mapping `to_json` writes, as Python objects (what json.loads(to_json(result)) gives)."""
+    return json_format.MessageToDict(result, preserving_proto_field_name=True,
+                                     always_print_fields_with_no_presence=True)
+
+
 def from_json(text: str) -> common_pb2.AnalysisResult:
     return json_format.Parse(text, common_pb2.AnalysisResult(), ignore_unknown_fields=True)
 

@@ -8,7 +8,8 @@ Blocking work (decoding, inference, Redis) runs in the loop's thread pool (`max_
 `serve(name)` reads settings, starts the gRPC server with health, reflection, metrics and
 request-id interceptors (TLS or mTLS when certificate files are set, see runtime/tls.py, and then
 optionally a plaintext health-only port for the kubelet's probes), then loads the service's models
-in the thread pool. Health turns SERVING only after `ServiceApp.load()` returned, which includes
+in the thread pool. An app's companions (image-input's HTTP/JSON API) start on the same loop once
+the gRPC server runs. Health turns SERVING only after `ServiceApp.load()` returned, which includes
 a warm-up inference. On SIGTERM or SIGINT health turns NOT_SERVING, the app's `drain` hook runs
 (streams stop taking new items and end once their in-flight items are answered), new calls are
 refused, and in-flight calls get `shutdown_grace_seconds` to finish.
@@ -19,7 +20,10 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from concurrent import futures
@@ -75,6 +79,12 @@ class ServiceApp:
     # grpc.aio server interceptors of this service (image-input's API keys), run after the shared
     # request-id and metrics ones, so refused calls are counted and logged with their request id.
     interceptors: tuple = field(default_factory=tuple)
+    # Front ends served beside the gRPC server, on its loop (image-input's HTTP/JSON API): objects with
+    # `async start(loopback_target)` and `async stop()`. They call the service's own gRPC API over
+    # `loopback_target`, a unix socket the gRPC server also listens on (plaintext, in a private 0700
+    # directory), so their calls pass the same interceptors (API keys, metrics, request ids) as any other.
+    # Started once the gRPC server runs; stopped with it, given the same grace.
+    companions: tuple = field(default_factory=tuple)
 
 
 def server_options(settings: config.Settings, max_message_bytes: int) -> list[tuple[str, int]]:
@@ -114,6 +124,7 @@ class Server:
         self.port = (self.grpc.add_secure_port(address, credentials) if credentials
                      else self.grpc.add_insecure_port(address))
         self.health_grpc, self.health_port = self._health_only_server()
+        self.loopback_dir, self.loopback_target = self._loopback()
         self.stopping = asyncio.Event()
         self._load_task: asyncio.Task | None = None
 
@@ -126,6 +137,15 @@ class Server:
         self.health.register(server)  # the same servicer: both ports always report the same state
         return server, server.add_insecure_port(f"{self.settings.bind_host}:{self.settings.health_port}")
 
+    def _loopback(self) -> tuple[str | None, str | None]:
+        """The private unix socket for the app's companions: (its directory, its gRPC target)."""
+        if not self.app.companions:
+            return None, None
+        directory = tempfile.mkdtemp(prefix=f"{self.app.spec.name}-")  # mode 0700: this user only
+        target = f"unix:{os.path.join(directory, 'grpc.sock')}"
+        self.grpc.add_insecure_port(target)
+        return directory, target
+
     async def start(self) -> None:
         await self.health.set(False)
         await self.grpc.start()
@@ -136,6 +156,8 @@ class Server:
                        health_port=self.health_port,
                        metrics_port=self.settings.metrics_port_for(self.app.spec),
                        work_threads=self.settings.max_workers)
+        for companion in self.app.companions:
+            await companion.start(self.loopback_target)
         self._load_task = asyncio.create_task(self._load())
 
     async def _load(self) -> None:
@@ -179,7 +201,7 @@ class Server:
         fa_logging.log(log, logging.INFO, "draining", grace_seconds=grace)
         await self.health.drain()
         await self.app.drain()
-        await self.grpc.stop(grace)
+        await asyncio.gather(self.grpc.stop(grace), *(companion.stop() for companion in self.app.companions))
         if self.health_grpc is not None:
             await self.health_grpc.stop(0)
 
@@ -189,9 +211,13 @@ class Server:
             max_workers=self.settings.max_workers, thread_name_prefix=f"{self.app.spec.name}-work"))
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
-        await self.start()
-        await self.stopping.wait()
-        await self.stop()
+        try:
+            await self.start()
+            await self.stopping.wait()
+            await self.stop()
+        finally:
+            if self.loopback_dir is not None:
+                shutil.rmtree(self.loopback_dir, ignore_errors=True)
         if self._load_task is not None and not self._load_task.done():
             self._load_task.cancel()
         await loop.run_in_executor(None, self.app.close)

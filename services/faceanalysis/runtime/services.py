@@ -15,9 +15,16 @@ class ServiceSpec:
     metrics_port: int
     grpc_service: str  # fully qualified gRPC service name (health checks use it)
     module: str  # module with a `build(settings)` function returning a ServiceApp
+    http_port: int | None = None  # the HTTP/JSON API and web page (image-input only)
+
+    @property
+    def ports(self) -> set[int]:
+        """Every port the service listens on by default: what an image exposes."""
+        return {self.grpc_port, self.metrics_port} | ({self.http_port} if self.http_port else set())
 
 
-IMAGE_INPUT = ServiceSpec("image-input", 50050, 9150, "faceanalysis.v1.FaceAnalysis", "faceanalysis.image_input.server")
+IMAGE_INPUT = ServiceSpec("image-input", 50050, 9150, "faceanalysis.v1.FaceAnalysis", "faceanalysis.image_input.server",
+                          http_port=8080)
 FACE_LANDMARK = ServiceSpec("face-landmark", 50051, 9151, "faceanalysis.v1.FaceLandmark", "faceanalysis.face_landmark.server")
 FACE_ATTRIBUTES = ServiceSpec("face-attributes", 50052, 9152, "faceanalysis.v1.FaceAttributes", "faceanalysis.face_attributes.server")
 DATA_STORAGE = ServiceSpec("data-storage", 50053, 9153, "faceanalysis.v1.DataStorage", "faceanalysis.data_storage.server")

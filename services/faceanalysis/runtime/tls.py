@@ -114,6 +114,21 @@ def server_credentials(settings) -> grpc.ServerCredentials | None:
                                        require_client_auth=client_ca is not None)
 
 
+def server_ssl_context(settings) -> ssl.SSLContext | None:
+    """The same as server_credentials for an HTTPS port: the service's certificate, and client
+    certificates required (signed by TLS_CLIENT_CA_FILE) when that is set. None: plain HTTP."""
+    if server_credentials(settings) is None:  # checks the files and their combination
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+    if settings.tls_client_ca_file is not None:
+        context.load_verify_locations(cadata=read_certificates(variable("tls_client_ca_file"),
+                                                               settings.tls_client_ca_file).decode())
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
 def describe(settings) -> str:
     """off, tls or mtls: what the gRPC port speaks, for the start-up log line."""
     if settings.tls_cert_file is None:

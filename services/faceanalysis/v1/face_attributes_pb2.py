@@ -26,7 +26,7 @@ from faceanalysis.v1 import common_pb2 as faceanalysis_dot_v1_dot_common__pb2
 from faceanalysis.v1 import face_landmark_pb2 as faceanalysis_dot_v1_dot_face__landmark__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%faceanalysis/v1/face_attributes.proto\x12\x0f\x66\x61\x63\x65\x61nalysis.v1\x1a\x1c\x66\x61\x63\x65\x61nalysis/v1/common.proto\x1a#faceanalysis/v1/face_landmark.proto\"G\n\x18PredictAttributesRequest\x12+\n\x05\x63rops\x18\x01 \x03(\x0b\x32\x1c.faceanalysis.v1.AlignedCrop\"\x9d\x01\n\x10\x46\x61\x63\x65\x41ttributeSet\x12!\n\x03\x61ge\x18\x01 \x01(\x0b\x32\x14.faceanalysis.v1.Age\x12\x31\n\x06gender\x18\x02 \x01(\x0b\x32!.faceanalysis.v1.GenderPrediction\x12\x33\n\x07\x65motion\x18\x03 \x01(\x0b\x32\".faceanalysis.v1.EmotionPrediction\"\xad\x01\n\x19PredictAttributesResponse\x12\x35\n\nattributes\x18\x01 \x03(\x0b\x32!.faceanalysis.v1.FaceAttributeSet\x12*\n\x06models\x18\x02 \x03(\x0b\x32\x1a.faceanalysis.v1.ModelInfo\x12-\n\x07timings\x18\x03 \x03(\x0b\x32\x1c.faceanalysis.v1.StageTiming2\xdf\x01\n\x0e\x46\x61\x63\x65\x41ttributes\x12j\n\x11PredictAttributes\x12).faceanalysis.v1.PredictAttributesRequest\x1a*.faceanalysis.v1.PredictAttributesResponse\x12\x61\n\x0e\x44\x65scribeModels\x12&.faceanalysis.v1.DescribeModelsRequest\x1a\'.faceanalysis.v1.DescribeModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%faceanalysis/v1/face_attributes.proto\x12\x0f\x66\x61\x63\x65\x61nalysis.v1\x1a\x1c\x66\x61\x63\x65\x61nalysis/v1/common.proto\x1a#faceanalysis/v1/face_landmark.proto\"o\n\x18PredictAttributesRequest\x12+\n\x05\x63rops\x18\x01 \x03(\x0b\x32\x1c.faceanalysis.v1.AlignedCrop\x12&\n\x05tasks\x18\x02 \x03(\x0e\x32\x17.faceanalysis.v1.Action\"\x9d\x01\n\x10\x46\x61\x63\x65\x41ttributeSet\x12!\n\x03\x61ge\x18\x01 \x01(\x0b\x32\x14.faceanalysis.v1.Age\x12\x31\n\x06gender\x18\x02 \x01(\x0b\x32!.faceanalysis.v1.GenderPrediction\x12\x33\n\x07\x65motion\x18\x03 \x01(\x0b\x32\".faceanalysis.v1.EmotionPrediction\"\xad\x01\n\x19PredictAttributesResponse\x12\x35\n\nattributes\x18\x01 \x03(\x0b\x32!.faceanalysis.v1.FaceAttributeSet\x12*\n\x06models\x18\x02 \x03(\x0b\x32\x1a.faceanalysis.v1.ModelInfo\x12-\n\x07timings\x18\x03 \x03(\x0b\x32\x1c.faceanalysis.v1.StageTiming2\xdf\x01\n\x0e\x46\x61\x63\x65\x41ttributes\x12j\n\x11PredictAttributes\x12).faceanalysis.v1.PredictAttributesRequest\x1a*.faceanalysis.v1.PredictAttributesResponse\x12\x61\n\x0e\x44\x65scribeModels\x12&.faceanalysis.v1.DescribeModelsRequest\x1a\'.faceanalysis.v1.DescribeModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,11 +34,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'faceanalysis.v1.face_attrib
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PREDICTATTRIBUTESREQUEST']._serialized_start=125
-  _globals['_PREDICTATTRIBUTESREQUEST']._serialized_end=196
-  _globals['_FACEATTRIBUTESET']._serialized_start=199
-  _globals['_FACEATTRIBUTESET']._serialized_end=356
-  _globals['_PREDICTATTRIBUTESRESPONSE']._serialized_start=359
-  _globals['_PREDICTATTRIBUTESRESPONSE']._serialized_end=532
-  _globals['_FACEATTRIBUTES']._serialized_start=535
-  _globals['_FACEATTRIBUTES']._serialized_end=758
+  _globals['_PREDICTATTRIBUTESREQUEST']._serialized_end=236
+  _globals['_FACEATTRIBUTESET']._serialized_start=239
+  _globals['_FACEATTRIBUTESET']._serialized_end=396
+  _globals['_PREDICTATTRIBUTESRESPONSE']._serialized_start=399
+  _globals['_PREDICTATTRIBUTESRESPONSE']._serialized_end=572
+  _globals['_FACEATTRIBUTES']._serialized_start=575
+  _globals['_FACEATTRIBUTES']._serialized_end=798
 # @@protoc_insertion_point(module_scope)

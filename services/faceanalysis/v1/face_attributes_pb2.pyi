@@ -9,10 +9,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class PredictAttributesRequest(_message.Message):
-    __slots__ = ("crops",)
+    __slots__ = ("crops", "tasks")
     CROPS_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
     crops: _containers.RepeatedCompositeFieldContainer[_face_landmark_pb2.AlignedCrop]
-    def __init__(self, crops: _Optional[_Iterable[_Union[_face_landmark_pb2.AlignedCrop, _Mapping]]] = ...) -> None: ...
+    tasks: _containers.RepeatedScalarFieldContainer[_common_pb2.Action]
+    def __init__(self, crops: _Optional[_Iterable[_Union[_face_landmark_pb2.AlignedCrop, _Mapping]]] = ..., tasks: _Optional[_Iterable[_Union[_common_pb2.Action, str]]] = ...) -> None: ...
 
 class FaceAttributeSet(_message.Message):
     __slots__ = ("age", "gender", "emotion")

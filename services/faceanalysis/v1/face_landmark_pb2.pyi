@@ -18,10 +18,18 @@ class RawImage(_message.Message):
     def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., bgr: _Optional[bytes] = ...) -> None: ...
 
 class DetectFacesRequest(_message.Message):
-    __slots__ = ("image",)
+    __slots__ = ("image", "detection_threshold", "min_face", "skip_landmarks", "skip_crops")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
+    DETECTION_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    MIN_FACE_FIELD_NUMBER: _ClassVar[int]
+    SKIP_LANDMARKS_FIELD_NUMBER: _ClassVar[int]
+    SKIP_CROPS_FIELD_NUMBER: _ClassVar[int]
     image: bytes
-    def __init__(self, image: _Optional[bytes] = ...) -> None: ...
+    detection_threshold: float
+    min_face: int
+    skip_landmarks: bool
+    skip_crops: bool
+    def __init__(self, image: _Optional[bytes] = ..., detection_threshold: _Optional[float] = ..., min_face: _Optional[int] = ..., skip_landmarks: _Optional[bool] = ..., skip_crops: _Optional[bool] = ...) -> None: ...
 
 class AlignedCrop(_message.Message):
     __slots__ = ("image", "face_width", "face_height")

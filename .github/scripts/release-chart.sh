@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Package the umbrella chart for the release and publish it:
+#   1. pin its default images to this release (global.image.registry/tag, and each service's
+#      image.digest from the images job): set_chart_release.py;
+#   2. helm lint, helm package --version X.Y.Z --app-version vX.Y.Z;
+#   3. helm push to oci://ghcr.io/<owner>/charts (-> ghcr.io/<owner>/charts/faceanalysis:X.Y.Z);
+#   4. cosign sign the pushed chart by digest, keyless, and verify it.
+# Env: REGISTRY (ghcr.io/<owner>), VERSION (X.Y.Z), GHCR_USER, GHCR_TOKEN; digests/<service> files.
+set -euo pipefail
+
+REGISTRY="${REGISTRY:?}"
+VERSION="${VERSION:?}"
+services=(image-input face-landmark face-attributes data-storage)
+
+python -m pip install --quiet "pyyaml==6.0.3"
+pins=()
+for service in "${services[@]}"; do
+  pins+=(--digest "$service=$(<"digests/$service")")
+done
+python .github/scripts/set_chart_release.py charts/faceanalysis --registry "$REGISTRY" --tag "$VERSION" "${pins[@]}"
+
+helm lint charts/faceanalysis
+mkdir -p dist
+helm package charts/faceanalysis --version "$VERSION" --app-version "v$VERSION" --destination dist
+helm show chart "dist/faceanalysis-$VERSION.tgz"
+
+printf '%s' "${GHCR_TOKEN:?}" | helm registry login ghcr.io --username "${GHCR_USER:?}" --password-stdin
+helm push "dist/faceanalysis-$VERSION.tgz" "oci://$REGISTRY/charts" 2>&1 | tee dist/push.txt
+digest="$(grep -o 'sha256:[0-9a-f]\{64\}' dist/push.txt | head -n 1)"
+if [[ -z "$digest" ]]; then
+  echo "helm push printed no digest" >&2
+  exit 1
+fi
+
+chart="$REGISTRY/charts/faceanalysis"
+cosign sign --yes "$chart@$digest"
+identity="${GITHUB_SERVER_URL:?}/${GITHUB_REPOSITORY:?}/.github/workflows/release.yaml@${GITHUB_REF:?}"
+cosign verify "$chart@$digest" \
+  --certificate-oidc-issuer https://token.actions.githubusercontent.com \
+  --certificate-identity "$identity" \
+  >/dev/null
+echo "published and signed oci://$chart:$VERSION ($digest)"
