@@ -109,7 +109,9 @@ def chart_ingress_annotations() -> dict[str, str]:
     from tests.deploy.chart import render
 
     rendered = render({"image-input": {"ingress": {"enabled": True}}})
-    (ingress,) = rendered.of_kind("Ingress")
+    # The gRPC API's Ingress (the HTTP/JSON API and web page have one of their own, plain HTTP).
+    (ingress,) = [i for i in rendered.of_kind("Ingress")
+                  if (i["metadata"].get("annotations") or {}).get(f"{ANNOTATION}backend-protocol") in ("GRPC", "GRPCS")]
     return {k: str(v) for k, v in (ingress["metadata"].get("annotations") or {}).items()}
 
 
