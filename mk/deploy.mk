@@ -8,6 +8,8 @@
 #   make undeploy      helm uninstall (the Redis Secret and volumes are kept)
 #   make dev           skaffold dev: build the four images and redeploy on change
 #   make manifests     regenerate k8s/rendered/faceanalysis.yaml (tests fail when it is stale)
+#   make chart-readme  regenerate the charts' README parameter tables (from the `## @param` lines of
+#                      their values.yaml) and the subcharts' values.schema.json (tests fail when stale)
 #   make deploy-check  the offline chart/manifest checks (tests/deploy)
 #   make tools         checkov in its own virtualenv (.venv-tools)
 #
@@ -33,7 +35,7 @@ ENVOY_GATEWAY_CHART ?= oci://docker.io/envoyproxy/gateway-helm
 # ingress-nginx's manifest for kind (pinned release), for the Ingress alternative only.
 INGRESS_NGINX_KIND ?= https://raw.githubusercontent.com/kubernetes/ingress-nginx/controller-v1.12.0/deploy/static/provider/kind/deploy.yaml
 
-.PHONY: kind-up kind-down kind-cert-manager kind-ingress-nginx deploy undeploy helm-test dev manifests deploy-check tools
+.PHONY: kind-up kind-down kind-cert-manager kind-ingress-nginx deploy undeploy helm-test dev manifests chart-readme deploy-check tools
 
 kind-up:  ## create the kind cluster with Envoy Gateway (GatewayClass eg) on localhost:443
 	$(KIND) get clusters | grep -qx $(KIND_CLUSTER) || $(KIND) create cluster --name $(KIND_CLUSTER) --config k8s/kind-cluster.yaml
@@ -72,6 +74,9 @@ dev:  ## skaffold dev on kind (or minikube: SKAFFOLD_PROFILE=minikube)
 
 manifests:  ## regenerate k8s/rendered/faceanalysis.yaml from the chart
 	$(PY) k8s/render.py
+
+chart-readme: tools/npm/node_modules/.package-lock.json  ## regenerate the charts' README tables (readme-generator-for-helm) and subchart schemas
+	$(PY) k8s/chart_docs.py
 
 deploy-check: tools  ## offline chart, manifest, checkov, promtool and skaffold checks
 	$(PY) -m pytest tests/deploy -q

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import re
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +56,24 @@ VARIANTS: dict[str, dict] = {
     "kind": render_module.values_from_files([ROOT / "k8s" / "values-kind.yaml"]),
     "minikube": render_module.values_from_files([ROOT / "k8s" / "values-minikube.yaml"]),
     "production": render_module.values_from_files([ROOT / "k8s" / "values-production.yaml"]),
+    # OpenShift's restricted-v2: no fixed UID, GID or fsGroup anywhere.
+    "openshift": render_module.values_from_files([ROOT / "k8s" / "values-openshift.yaml"]),
+    # What a platform team sets on every object and pod (test_platform.py checks each lands).
+    "platform": merge({
+        "global": {"commonLabels": {"team": "vision", "cost-center": "{{ .Release.Namespace }}"},
+                   "commonAnnotations": {"example.com/owner": "vision@example.com"},
+                   "priorityClassName": "faceanalysis-critical"},
+        "redis": {"priorityClassName": "faceanalysis-storage", "commonLabels": {"tier": "storage"}},
+    }, {s: {"podLabels": {"azure.workload.identity/use": "true"},
+            "serviceAccount": {"annotations": {
+                "azure.workload.identity/client-id": "00000000-0000-0000-0000-000000000000"}},
+            "extraVolumes": [{"name": "ca-bundle", "configMap": {"name": "corporate-ca"}}],
+            "extraVolumeMounts": [{"name": "ca-bundle", "mountPath": "/etc/ssl/corporate", "readOnly": True}],
+            "extraEnv": [{"name": "SSL_CERT_DIR", "value": "/etc/ssl/corporate"}],
+            "extraEnvFrom": [{"configMapRef": {"name": "proxy-settings", "optional": True}}]}
+        for s in SERVICES + ["redis"]}),
+    # The HTTP/JSON API off: gRPC only, as before it existed.
+    "http-off": {"image-input": {"http": {"enabled": False}}},
 }
 
 
@@ -94,3 +115,34 @@ def pod_specs(rendered: Rendered) -> list[tuple[str, dict, dict]]:
         elif d["kind"] == "Pod":
             out.append((d["metadata"]["name"], d["metadata"], d["spec"]))
     return out
+
+
+def kube_versions() -> list[str]:
+    """The Kubernetes versions the chart is checked at: the oldest its kubeVersion admits and the
+    newest kubernetes-validate has schemas for."""
+    from kubernetes_validate.utils import latest_version
+
+    claim = yaml.safe_load((CHART / "Chart.yaml").read_text())["kubeVersion"]
+    (oldest,) = re.findall(r">=\s*v?(\d+\.\d+\.\d+)", claim)
+    return [oldest, latest_version()]
+
+
+def kubernetes_validate(manifests: dict[str, str], version: str, tmp_path: Path,
+                        custom_kinds: set[str] = frozenset()) -> list[str]:
+    """Problems `kubernetes-validate --strict` finds in named YAML streams at one Kubernetes
+    version; custom resources (custom_kinds), which it has no schemas for, are left to the CRD
+    checks of test_edge.py."""
+    files = []
+    for name, text in manifests.items():
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(text)
+        files.append(str(path))
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "kubernetes-validate"), "--strict", "--quiet", "-k", version, *files],
+        capture_output=True, text=True,
+    )
+    problems = [line for line in (proc.stdout + proc.stderr).splitlines()
+                if line.strip() and not any(f"kind {k} " in line for k in custom_kinds)]
+    if proc.returncode and not problems:
+        problems = [f"kubernetes-validate exited {proc.returncode}"]
+    return problems

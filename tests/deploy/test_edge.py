@@ -27,7 +27,7 @@ from .chart import CHART, NAMESPACE, RELEASE, ROOT, SERVICES, render
 
 CRDS = ROOT.parent / "shared" / "schemas" / "crds"
 GATEWAY_API = {"Gateway": "gateway-gateway-v1.json", "GRPCRoute": "grpcroute-gateway-v1.json",
-               "BackendTLSPolicy": "backendtlspolicy-gateway-v1.json"}
+               "HTTPRoute": "httproute-gateway-v1.json", "BackendTLSPolicy": "backendtlspolicy-gateway-v1.json"}
 PUBLIC_SERVICES = {"faceanalysis.v1.FaceAnalysis", "grpc.health.v1.Health",
                    "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"}
 INGRESS_ANNOTATIONS = {
@@ -220,7 +220,9 @@ def test_gateway_certificate_from_cert_manager(rendered_variants):
 def test_envoy_gateway_route_timeout(rendered_variants):
     policy = rendered_variants["default"].get("BackendTrafficPolicy", II)
     assert policy["apiVersion"] == "gateway.envoyproxy.io/v1alpha1"
-    assert policy["spec"]["targetRefs"] == [{"group": "gateway.networking.k8s.io", "kind": "GRPCRoute", "name": II}]
+    routes = [("GRPCRoute", II), ("HTTPRoute", f"{II}-http")]
+    assert policy["spec"]["targetRefs"] == [{"group": "gateway.networking.k8s.io", "kind": kind, "name": name}
+                                            for kind, name in routes]
     # Envoy's 15 s default route timeout would cut slow calls and stream tails.
     assert policy["spec"]["timeout"] == {"http": {"requestTimeout": "3600s"}}
     assert not rendered_variants["existing-gateway"].of_kind("BackendTrafficPolicy")
@@ -242,7 +244,7 @@ def test_ingress_carries_the_annotations(rendered_variants):
 
 
 def test_ingress_annotations_comment_each_setting():
-    text = (CHART / "charts" / "image-input" / "templates" / "ingress.yaml").read_text()
+    text = (CHART / "charts" / "image-input" / "templates" / "_helpers.tpl").read_text()
     lines = text.splitlines()
     for key in INGRESS_ANNOTATIONS:
         (i,) = [n for n, line in enumerate(lines) if line.strip().startswith(key + ":")]
@@ -265,7 +267,7 @@ def _edge_peers(r) -> set[str]:
     np = r.get("NetworkPolicy", II)
     names = set()
     for rule in np["spec"]["ingress"]:
-        if {p["port"] for p in rule["ports"]} == {50050}:
+        if 50050 in {p["port"] for p in rule["ports"]}:
             for peer in rule["from"]:
                 if "namespaceSelector" in peer:
                     names.add(peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"])
@@ -280,6 +282,102 @@ def test_network_policy_admits_the_edge_in_use(rendered_variants):
              for peer in rule["from"] if "namespaceSelector" in peer]
     assert envoy[0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "envoy",
                                                        "app.kubernetes.io/component": "proxy"}
+
+
+# --- the HTTP/JSON API and web page beside gRPC ----------------------------------------------------
+
+HTTP_PATHS = [("PathPrefix", "/v1"), ("Exact", "/openapi.json"), ("Exact", "/"), ("PathPrefix", "/web")]
+
+
+def _http_port(r) -> int:
+    """The Service port named http of image-input, after checking it targets the container's http port."""
+    from faceanalysis.runtime.config import Settings
+
+    container = _container(r)
+    (port,) = [p for p in r.get("Service", II)["spec"]["ports"] if p["name"] == "http"]
+    assert port["targetPort"] == "http"
+    assert {p["name"]: p["containerPort"] for p in container["ports"]}["http"] == port["port"]
+    default = Settings.model_fields["http_port"].default
+    assert _env(container)["FACEANALYSIS_HTTP_PORT"] == str(port["port"]) == str(default)
+    return port["port"]
+
+
+def test_http_route_beside_the_grpc_route(rendered_variants):
+    for variant in ("default", "existing-gateway", "gateway-cert-manager", "internal-tls"):
+        r = rendered_variants[variant]
+        grpc, http = r.get("GRPCRoute", II), r.get("HTTPRoute", f"{II}-http")
+        # The same Gateway and listener, the same host names.
+        assert http["spec"]["parentRefs"] == grpc["spec"]["parentRefs"], variant
+        assert http["spec"]["hostnames"] == grpc["spec"]["hostnames"], variant
+        (rule,) = http["spec"]["rules"]
+        assert [(m["path"]["type"], m["path"]["value"]) for m in rule["matches"]] == HTTP_PATHS
+        (backend,) = rule["backendRefs"]
+        assert backend == {"group": "", "kind": "Service", "name": II, "port": _http_port(r)}
+    # No HTTP path can swallow a gRPC call (POST /<package>.<Service>/<Method>).
+    for service in PUBLIC_SERVICES:
+        path = f"/{service}/Method"
+        assert not [v for kind, v in HTTP_PATHS if path == v or (kind == "PathPrefix" and path.startswith(v + "/"))]
+
+
+def test_http_route_host_names_of_its_own():
+    """For a controller that accepts only one of an HTTPRoute and a GRPCRoute per host name."""
+    r = render({"image-input": {"gateway": {"http": {"hostnames": ["web.faces.example.com"]}}}})
+    assert r.get("HTTPRoute", f"{II}-http")["spec"]["hostnames"] == ["web.faces.example.com"]
+    assert r.get("GRPCRoute", II)["spec"]["hostnames"] == ["faceanalysis.local"]
+
+
+def test_http_ingress_for_the_same_host(rendered_variants):
+    for variant, protocol in (("ingress", "HTTP"), ("internal-tls", "HTTPS")):
+        r = rendered_variants[variant]
+        grpc, http = r.get("Ingress", II), r.get("Ingress", f"{II}-http")
+        annotations = http["metadata"]["annotations"]
+        # Plain HTTP to the pods (HTTPS when they serve TLS), with the gRPC Ingress' body size and timeouts.
+        protocol_key = "nginx.ingress.kubernetes.io/backend-protocol"
+        assert annotations == {**grpc["metadata"]["annotations"], protocol_key: protocol}
+        assert annotations["nginx.ingress.kubernetes.io/proxy-body-size"] == "0"
+        assert http["spec"].get("tls") == grpc["spec"].get("tls")
+        assert http["spec"]["ingressClassName"] == grpc["spec"]["ingressClassName"]
+        ((rule,), (grpc_rule,)) = http["spec"]["rules"], grpc["spec"]["rules"]
+        assert rule["host"] == grpc_rule["host"]
+        paths = rule["http"]["paths"]
+        assert [({"Prefix": "PathPrefix"}.get(p["pathType"], p["pathType"]), p["path"]) for p in paths] == HTTP_PATHS
+        port = _http_port(r)
+        for path in paths:
+            assert path["backend"]["service"] == {"name": II, "port": {"name": "http"}}
+        assert [p for p in r.get("Service", II)["spec"]["ports"] if p["name"] == "http"][0]["port"] == port
+
+
+def test_network_policy_lets_the_edge_reach_the_http_port(rendered_variants):
+    http = _http_port(rendered_variants["default"])
+    for variant in ("default", "ingress", "internal-tls"):
+        np = rendered_variants[variant].get("NetworkPolicy", II)
+        public = [rule for rule in np["spec"]["ingress"] if 50050 in {p["port"] for p in rule["ports"]}]
+        edge = [rule for rule in public if any("namespaceSelector" in p for p in rule["from"])]
+        assert edge and all({p["port"] for p in rule["ports"]} == {50050, http} for rule in edge), variant
+        # The other services (and the helm test Pod) only ever call gRPC.
+        internal = [rule for rule in public if all(set(p) == {"podSelector"} for p in rule["from"])]
+        assert all({p["port"] for p in rule["ports"]} == {50050} for rule in internal), variant
+
+
+def test_readiness_is_grpc_health_whatever_http_does(rendered_variants):
+    for variant in ("default", "http-off"):
+        container = _container(rendered_variants[variant])
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert "grpc" in container[probe] and "httpGet" not in container[probe]
+
+
+def test_http_off_serves_grpc_only(rendered_variants):
+    r = rendered_variants["http-off"]
+    container = _container(r)
+    assert _env(container)["FACEANALYSIS_HTTP_PORT"] == "0"
+    assert "http" not in {p["name"] for p in container["ports"]}
+    assert {p["name"] for p in r.get("Service", II)["spec"]["ports"]} == {"grpc"}
+    assert not r.of_kind("HTTPRoute")
+    assert r.get("BackendTrafficPolicy", II)["spec"]["targetRefs"] == [
+        {"group": "gateway.networking.k8s.io", "kind": "GRPCRoute", "name": II}]
+    off_ingress = render({"image-input": {"http": {"enabled": False}, "ingress": {"enabled": True}}})
+    assert [i["metadata"]["name"] for i in off_ingress.of_kind("Ingress")] == [II]
+    assert "8080" not in r.notes and "8080" in rendered_variants["default"].notes
 
 
 # --- API keys -------------------------------------------------------------------------------------
@@ -443,7 +541,8 @@ def test_tls_edge_and_helm_test(rendered_variants):
     r = rendered_variants["internal-tls"]
     # The Gateway dials image-input with TLS and checks its certificate.
     policy = r.get("BackendTLSPolicy", II)
-    assert policy["spec"]["targetRefs"] == [{"group": "", "kind": "Service", "name": II, "sectionName": "grpc"}]
+    # The whole Service: gRPC and the HTTPS of the HTTP API (one target, as the API advises).
+    assert policy["spec"]["targetRefs"] == [{"group": "", "kind": "Service", "name": II}]
     image_input_cert = next(c for c in r.of_kind("Certificate") if c["metadata"]["name"] == f"{II}-tls")
     assert policy["spec"]["validation"]["hostname"] in image_input_cert["spec"]["dnsNames"]
     assert policy["spec"]["validation"]["caCertificateRefs"] == [{"group": "", "kind": "Secret", "name": f"{II}-tls"}]

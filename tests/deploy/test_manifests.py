@@ -6,12 +6,11 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-from .chart import RELEASE, ROOT, SERVICES, pod_specs
+from .chart import RELEASE, ROOT, SERVICES, kube_versions, kubernetes_validate, pod_specs
 
 try:
     from faceanalysis.runtime import services as fa_services
@@ -21,16 +20,19 @@ except ImportError:  # not installed in editable mode: use the source tree
     from faceanalysis.runtime import services as fa_services
     from faceanalysis.runtime.config import Settings
 
-# Oldest: gRPC probes are GA from 1.27. Newest: the newest schemas kubernetes-validate ships.
-KUBERNETES_VERSIONS = ["1.27.0", "1.37.0"]
+# The oldest version Chart.yaml's kubeVersion admits (gRPC probes are GA from 1.27) and the
+# newest kubernetes-validate ships schemas for.
+KUBERNETES_VERSIONS = kube_versions()
 # Custom resources: the operator's (ServiceMonitor, PrometheusRule), the Gateway API's and
 # cert-manager's (validated against their CRD schemas in test_edge.py), Envoy Gateway's.
-CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "Gateway", "GRPCRoute", "BackendTLSPolicy",
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "Gateway", "GRPCRoute", "HTTPRoute", "BackendTLSPolicy",
              "BackendTrafficPolicy", "Certificate", "Issuer"}
+HTTP_PORT = Settings.model_fields["http_port"].default  # image-input's HTTP/JSON API and web page
 
 
 def app(labels: dict) -> str:
-    return labels.get("app.kubernetes.io/name", "")
+    """The component a pod is, or a selector picks: its own name, whatever the name overrides."""
+    return labels.get("app.kubernetes.io/component") or labels.get("app.kubernetes.io/name", "")
 
 
 def matches(selector: dict, labels: dict) -> bool:
@@ -41,18 +43,9 @@ def matches(selector: dict, labels: dict) -> bool:
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_kubernetes_validate_strict(version, rendered_variants, tmp_path):
-    files = []
-    for name, r in rendered_variants.items():
-        path = tmp_path / f"{name}.yaml"
-        path.write_text(r.text())
-        files.append(str(path))
-    proc = subprocess.run(
-        [str(Path(sys.executable).parent / "kubernetes-validate"), "--strict", "--quiet", "-k", version, *files],
-        capture_output=True, text=True,
-    )
-    problems = [line for line in (proc.stdout + proc.stderr).splitlines()
-                if line.strip() and not any(f"kind {k} " in line for k in CRD_KINDS)]
-    assert proc.returncode == 0 and not problems, "\n".join(problems)
+    manifests = {name: r.text() for name, r in rendered_variants.items()}
+    problems = kubernetes_validate(manifests, version, tmp_path, CRD_KINDS)
+    assert not problems, "\n".join(problems)
 
 
 def test_rendered_manifests_are_current():
@@ -96,7 +89,12 @@ def test_ports_agree_with_python_registry(rendered):
         env = {e["name"]: e.get("value") for e in container["env"]}
         # With global.tls the probes ask the plaintext health-only port (the kubelet cannot do TLS).
         health = int(env["FACEANALYSIS_HEALTH_PORT"]) if "FACEANALYSIS_HEALTH_PORT" in env else None
-        expected = {"grpc": spec.grpc_port, "metrics": spec.metrics_port} | ({"health": health} if health else {})
+        # image-input serves the HTTP/JSON API beside gRPC (unless http.enabled is off: port 0).
+        http = int(env.get("FACEANALYSIS_HTTP_PORT", 0))
+        assert (service == "image-input") == ("FACEANALYSIS_HTTP_PORT" in env)
+        assert http in (0, HTTP_PORT)
+        expected = ({"grpc": spec.grpc_port, "metrics": spec.metrics_port} | ({"health": health} if health else {})
+                    | ({"http": http} if http else {}))
         assert ports == expected
         assert health not in (spec.grpc_port, spec.metrics_port)
         assert container["command"] == ["faceanalysis", "serve", service]
@@ -105,7 +103,9 @@ def test_ports_agree_with_python_registry(rendered):
             assert container[probe]["grpc"] == {"port": health or spec.grpc_port, "service": service_name}, (service, probe)
         assert env["FACEANALYSIS_GRPC_PORT"] == str(spec.grpc_port)
         assert env["FACEANALYSIS_METRICS_PORT"] == str(spec.metrics_port)
-        for svc_name, expected in ((f"{RELEASE}-{service}", {"grpc"}), (f"{RELEASE}-{service}-headless", {"grpc", "metrics"})):
+        public = {"grpc", "http"} if http else {"grpc"}
+        for svc_name, expected in ((f"{RELEASE}-{service}", public),
+                                   (f"{RELEASE}-{service}-headless", {"grpc", "metrics"})):
             svc = rendered.get("Service", svc_name)
             assert {p["name"] for p in svc["spec"]["ports"]} == expected
             for p in svc["spec"]["ports"]:
@@ -185,7 +185,7 @@ def test_network_policies_allow_exactly_the_edges(rendered):
             elif ports <= metrics_ports:
                 assert peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
             else:  # only the edge (the Gateway's proxies, the ingress controller) reaches the public API from outside
-                assert me == "image-input" and ports == {50050}, (me, peer)
+                assert me == "image-input" and ports <= {50050, HTTP_PORT} and 50050 in ports, (me, peer)
                 assert peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"] in ("envoy", "ingress-nginx")
         for peer, ports in _rules(np, "egress"):
             if set(peer) == {"podSelector"}:
@@ -208,9 +208,16 @@ def test_model_egress_only_when_pulling(rendered_variants):
 # --- restricted pod security --------------------------------------------------------------------
 
 def test_restricted_pod_profile(rendered):
+    # OpenShift (restricted-v2) assigns the UID, GID and fsGroup itself: the pods must ask for none.
+    openshift = (rendered.values.get("global", {}).get("compatibility", {}).get("openshift", {})
+                 .get("adaptSecurityContext") == "force")
     for name, _, spec in pod_specs(rendered):
         pod = spec["securityContext"]
-        assert pod["runAsNonRoot"] is True and pod["runAsUser"] == 10001 and pod["runAsGroup"] == 10001, name
+        assert pod["runAsNonRoot"] is True, name
+        if openshift:
+            assert not {"runAsUser", "runAsGroup", "fsGroup"} & set(pod), name
+        else:
+            assert pod["runAsUser"] == 10001 and pod["runAsGroup"] == 10001, name
         assert pod["seccompProfile"]["type"] == "RuntimeDefault", name
         assert spec.get("automountServiceAccountToken") is False, name
         for key in ("hostNetwork", "hostPID", "hostIPC"):

@@ -1,4 +1,4 @@
-{{/* The Deployment of one faceanalysis service. */}}
+{{/* The Deployment of one faceanalysis service; `.` is the context of faceanalysis.context. */}}
 {{- define "faceanalysis.deployment" -}}
 {{- include "faceanalysis.archiveCheck" . -}}
 {{- $spec := include "faceanalysis.spec" (list . .Chart.Name) | fromYaml -}}
@@ -10,9 +10,8 @@
 {{- fail (printf "%s: global.models.source=volume needs global.models.volume, the volume that holds the model files as `faceanalysis models pull` lays them out, e.g. {persistentVolumeClaim: {claimName: faceanalysis-models, readOnly: true}} or, on Kubernetes 1.33+, {image: {reference: registry.example/faceanalysis-models:1}}" .Chart.Name) -}}
 {{- end -}}
 {{- $probes := .Values.probes | default dict -}}
-{{- $readiness := $probes.readiness | default dict -}}
-{{- $liveness := $probes.liveness | default dict -}}
 {{- $probePort := include "faceanalysis.probePort" . -}}
+{{- $containerSecurity := include "faceanalysis.securityContext" (list . .Values.containerSecurityContext) -}}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -20,6 +19,7 @@ metadata:
   namespace: {{ .Release.Namespace }}
   labels:
     {{- include "faceanalysis.labels" . | nindent 4 }}
+  {{- include "faceanalysis.annotations" (list . dict 2) }}
 spec:
   {{- if not .Values.autoscaling.enabled }}
   replicas: {{ .Values.replicaCount }}
@@ -42,15 +42,18 @@ spec:
   template:
     metadata:
       labels:
-        {{- include "faceanalysis.labels" . | nindent 8 }}
+        {{- include "faceanalysis.podLabels" . | nindent 8 }}
       {{- with .Values.podAnnotations }}
       annotations:
         {{- toYaml . | nindent 8 }}
       {{- end }}
     spec:
       serviceAccountName: {{ include "faceanalysis.serviceAccountName" . }}
-      # The services never call the Kubernetes API.
-      automountServiceAccountToken: false
+      # The services never call the Kubernetes API (serviceAccount.automountServiceAccountToken).
+      automountServiceAccountToken: {{ .Values.serviceAccount.automountServiceAccountToken | default false }}
+      {{- with include "faceanalysis.priorityClassName" . }}
+      priorityClassName: {{ . }}
+      {{- end }}
       {{- with $global.imagePullSecrets }}
       imagePullSecrets:
         {{- toYaml . | nindent 8 }}
@@ -58,7 +61,7 @@ spec:
       # Longer than FACEANALYSIS_SHUTDOWN_GRACE_SECONDS so in-flight calls finish before SIGKILL.
       terminationGracePeriodSeconds: {{ include "faceanalysis.terminationGrace" . }}
       securityContext:
-        {{- include "faceanalysis.podSecurityContext" . | nindent 8 }}
+        {{- include "faceanalysis.securityContext" (list . .Values.podSecurityContext) | nindent 8 }}
       {{- if or $pullModels $sharedModels }}
       initContainers:
         - name: models
@@ -83,13 +86,24 @@ spec:
             - name: FACEANALYSIS_ALLOW_UNVERIFIED_MODELS
               value: "true"
             {{- end }}
+            {{- /* A mirror behind a proxy or a private CA: the same extras as the service. */}}
+            {{- with .Values.extraEnv }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
+          {{- with .Values.extraEnvFrom }}
+          envFrom:
+            {{- toYaml . | nindent 12 }}
+          {{- end }}
           resources:
             {{- toYaml .Values.models.resources | nindent 12 }}
           securityContext:
-            {{- include "faceanalysis.containerSecurityContext" . | nindent 12 }}
+            {{- $containerSecurity | nindent 12 }}
           volumeMounts:
             - {name: tmp, mountPath: /tmp}
             - {name: models, mountPath: {{ .Values.models.dir }}{{ if $sharedModels }}, readOnly: true{{ end }}}
+            {{- with .Values.extraVolumeMounts }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
       {{- end }}
       containers:
         - name: {{ .Chart.Name }}
@@ -102,35 +116,42 @@ spec:
             {{- if include "faceanalysis.tls.enabled" . }}
             - {name: health, containerPort: {{ $spec.healthPort }}, protocol: TCP}
             {{- end }}
+            {{- if include "faceanalysis.http.enabled" . }}
+            - {name: http, containerPort: {{ $spec.httpPort }}, protocol: TCP}
+            {{- end }}
           env:
             {{- include "faceanalysis.env" . | nindent 12 }}
-          # Health turns SERVING only after models load and a warm-up inference passes,
-          # so the startup probe gives model loading time before liveness applies.
-          # Health is answered on the server's event loop, outside the work thread pool and
-          # outside admission, so a pod busy with a full pool still answers every probe in
-          # milliseconds; the timeouts only cover a loaded node and a CPU-throttled container.
-          # With global.tls on they ask the plaintext health port (the kubelet cannot do TLS).
+          {{- with .Values.extraEnvFrom }}
+          envFrom:
+            {{- toYaml . | nindent 12 }}
+          {{- end }}
+          # Health turns SERVING only after models load and a warm-up inference passes, so the
+          # startup probe gives model loading time before liveness applies. Health is answered on
+          # the server's event loop, outside the work thread pool and admission, so a pod busy
+          # with a full pool still answers in milliseconds; the timeouts only cover a loaded node
+          # and a CPU-throttled container. With global.tls on they ask the plaintext health port
+          # (the kubelet cannot do TLS). The HTTP API (image-input) plays no part in readiness.
+          {{- with $probes.startup }}{{ if .enabled }}
           startupProbe:
             grpc: {port: {{ $probePort }}, service: {{ $spec.grpcService }}}
-            periodSeconds: 5
-            timeoutSeconds: {{ $readiness.timeoutSeconds | default 3 }}
-            failureThreshold: {{ $probes.startupFailureThreshold }}
+            {{- include "faceanalysis.probeTiming" . | nindent 12 }}
+          {{- end }}{{ end }}
+          {{- with $probes.readiness }}{{ if .enabled }}
           readinessProbe:
             grpc: {port: {{ $probePort }}, service: {{ $spec.grpcService }}}
-            periodSeconds: {{ $readiness.periodSeconds | default 5 }}
-            timeoutSeconds: {{ $readiness.timeoutSeconds | default 3 }}
-            failureThreshold: {{ $readiness.failureThreshold | default 3 }}
-          # Liveness asks the server as a whole ("") and by default tolerates 60 s (10 s x 6) of
+            {{- include "faceanalysis.probeTiming" . | nindent 12 }}
+          {{- end }}{{ end }}
+          # Liveness asks the server as a whole (""); by default it tolerates 60 s (10 s x 6) of
           # failures, longer than the shutdown grace, so a draining pod is never killed early.
+          {{- with $probes.liveness }}{{ if .enabled }}
           livenessProbe:
             grpc: {port: {{ $probePort }}, service: ""}
-            periodSeconds: {{ $liveness.periodSeconds | default 10 }}
-            timeoutSeconds: {{ $liveness.timeoutSeconds | default 5 }}
-            failureThreshold: {{ $liveness.failureThreshold | default 6 }}
+            {{- include "faceanalysis.probeTiming" . | nindent 12 }}
+          {{- end }}{{ end }}
           resources:
             {{- toYaml .Values.resources | nindent 12 }}
           securityContext:
-            {{- include "faceanalysis.containerSecurityContext" . | nindent 12 }}
+            {{- $containerSecurity | nindent 12 }}
           volumeMounts:
             - {name: tmp, mountPath: /tmp}
             {{- if or $pullModels $sharedModels }}
@@ -141,6 +162,9 @@ spec:
             {{- end }}
             {{- include "faceanalysis.tls.volumeMount" . | nindent 12 }}
             {{- include "faceanalysis.apiKeys.volumeMount" . | nindent 12 }}
+            {{- with .Values.extraVolumeMounts }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
       volumes:
         - name: tmp
           emptyDir:
@@ -165,6 +189,9 @@ spec:
         {{- end }}
         {{- include "faceanalysis.tls.volume" . | nindent 8 }}
         {{- include "faceanalysis.apiKeys.volume" . | nindent 8 }}
+        {{- with .Values.extraVolumes }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
       {{- with .Values.nodeSelector }}
       nodeSelector:
         {{- toYaml . | nindent 8 }}

@@ -11,11 +11,19 @@ Ports, peers, Redis and directories are derived from the release and not meant t
   value: {{ $spec.port | quote }}
 - name: FACEANALYSIS_METRICS_PORT
   value: {{ $spec.metricsPort | quote }}
-{{- /* Peers: dns:/// + round_robin over headless Services reaches every pod, new HPA pods too. */}}
+{{- if $spec.httpPort }}
+{{- /* The HTTP/JSON API and web page beside gRPC (image-input.http); 0 turns it off. */}}
+- name: FACEANALYSIS_HTTP_PORT
+  value: {{ ternary $spec.httpPort 0 (eq (include "faceanalysis.http.enabled" .) "true") | quote }}
+{{- end }}
+{{- /* Peers: dns:/// + round_robin over headless Services reaches every pod, new HPA pods too.
+A peer renamed by its own overrides is pointed at through config.<target> (then used as is). */}}
 {{- range $peer := $spec.calls | default list }}
 {{- with (index $specs $peer).target }}
+{{- if not (include "faceanalysis.configSets" (list $ .)) }}
 - name: FACEANALYSIS_{{ . | upper }}
   value: {{ printf "dns:///%s:%v" (include "faceanalysis.headlessHost" (list $ $peer)) (index $specs $peer).port | quote }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- if has "redis" ($spec.calls | default list) }}
@@ -59,4 +67,10 @@ Ports, peers, Redis and directories are derived from the release and not meant t
 {{- else -}}
 {{- . | toString | quote -}}
 {{- end -}}
+{{- end -}}
+
+{{/* "true" when this chart serves the HTTP/JSON API (image-input with http.enabled, the default). */}}
+{{- define "faceanalysis.http.enabled" -}}
+{{- $spec := include "faceanalysis.spec" (list . .Chart.Name) | fromYaml -}}
+{{- if and $spec.httpPort (ne (toString ((.Values.http | default dict).enabled)) "false") -}}true{{- end -}}
 {{- end -}}

@@ -20,6 +20,7 @@ metadata:
   namespace: {{ .Release.Namespace }}
   labels:
     {{- include "faceanalysis.labels" . | nindent 4 }}
+  {{- include "faceanalysis.annotations" (list . dict 2) }}
 spec:
   scaleTargetRef:
     apiVersion: apps/v1

@@ -1,9 +1,11 @@
 {{/*
 NetworkPolicy of one pod group. Deny by default (both policy types), then allow only:
-- ingress on the main port from the services whose `calls` (faceanalysis.specs) name this one,
-  plus networkPolicy.ingressFrom, and for image-input the edge: the Gateway's proxies
+- ingress on the main port from the services whose `calls` (faceanalysis.specs) name this one
+  (selected by their component label, which no name override changes), plus
+  networkPolicy.ingressFrom, and for image-input the edge: the Gateway's proxies
   (networkPolicy.gatewayFrom) when gateway.enabled, the ingress controller
-  (networkPolicy.ingressControllerFrom) when ingress.enabled;
+  (networkPolicy.ingressControllerFrom) when ingress.enabled; these peers (not the services)
+  also reach image-input's HTTP port (image-input.http);
 - ingress on the metrics port from global.networkPolicy.metricsFrom (Prometheus);
 - egress to DNS and to the services this one `calls`;
 - egress for the model download init container, when models are pulled at start.
@@ -21,7 +23,7 @@ NetworkPolicy of one pod group. Deny by default (both policy types), then allow 
 {{- end -}}
 {{- $models := $global.models | default dict -}}
 {{- $pullModels := and $spec.models (eq ($models.source | default "initContainer") "initContainer") -}}
-{{- $peers := .Values.networkPolicy.ingressFrom | default list -}}
+{{- $peers := (.Values.networkPolicy | default dict).ingressFrom | default list -}}
 {{- if (.Values.gateway | default dict).enabled -}}
 {{- $peers = concat $peers (.Values.networkPolicy.gatewayFrom | default list) -}}
 {{- end -}}
@@ -35,24 +37,31 @@ metadata:
   namespace: {{ .Release.Namespace }}
   labels:
     {{- include "faceanalysis.labels" . | nindent 4 }}
+  {{- include "faceanalysis.annotations" (list . dict 2) }}
 spec:
   podSelector:
     matchLabels:
       {{- include "faceanalysis.selectorLabels" . | nindent 6 }}
   policyTypes: [Ingress, Egress]
   ingress:
-    {{- if or $callers $peers }}
+    {{- with $callers }}
     - ports:
         - {port: {{ $spec.port }}, protocol: TCP}
       from:
-        {{- range $callers }}
+        {{- range . }}
         - podSelector:
             matchLabels:
-              {{- include "faceanalysis.selectorLabelsFor" (list $ .) | nindent 14 }}
+              {{- include "faceanalysis.componentLabels" (list $ .) | nindent 14 }}
         {{- end }}
-        {{- with $peers }}
+    {{- end }}
+    {{- with $peers }}
+    - ports:
+        - {port: {{ $spec.port }}, protocol: TCP}
+        {{- if include "faceanalysis.http.enabled" $ }}
+        - {port: {{ $spec.httpPort }}, protocol: TCP}
+        {{- end }}
+      from:
         {{- toYaml . | nindent 8 }}
-        {{- end }}
     {{- end }}
     {{- with $np.metricsFrom }}
     - ports:
@@ -74,7 +83,7 @@ spec:
       to:
         - podSelector:
             matchLabels:
-              {{- include "faceanalysis.selectorLabelsFor" (list $ $callee) | nindent 14 }}
+              {{- include "faceanalysis.componentLabels" (list $ $callee) | nindent 14 }}
     {{- end }}
     {{- if and $pullModels $models.downloadEgress }}
     - ports:
@@ -83,7 +92,7 @@ spec:
       to:
         {{- toYaml $models.downloadEgress | nindent 8 }}
     {{- end }}
-    {{- with .Values.networkPolicy.extraEgress }}
+    {{- with (.Values.networkPolicy | default dict).extraEgress }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
 {{- end -}}
@@ -91,9 +100,11 @@ spec:
 
 {{/* Everything a faceanalysis service chart renders; a service chart's template is one include. */}}
 {{- define "faceanalysis.service" -}}
+{{- $ctx := dict -}}
+{{- $_ := include "faceanalysis.context" (list . $ctx) -}}
 {{- $parts := list "faceanalysis.serviceAccount" "faceanalysis.deployment" "faceanalysis.services" "faceanalysis.hpa" "faceanalysis.pdb" "faceanalysis.networkPolicy" "faceanalysis.archiveClaim" "faceanalysis.tls.serviceCertificate" -}}
 {{- range $parts }}
-{{- $doc := include . $ | trim }}
+{{- $doc := include . $ctx | trim }}
 {{- if $doc }}
 ---
 {{ $doc }}

@@ -1,6 +1,7 @@
 {{/*
 Two Services per faceanalysis service:
-- "<name>": ClusterIP on the gRPC port only, for the Ingress, port-forward and grpcurl;
+- "<name>": ClusterIP on the gRPC port (and image-input's HTTP port), for the edge, port-forward
+  and grpcurl;
 - "<name>-headless": every pod's address, for dns:/// round_robin clients and for Prometheus
   (only this one names the metrics port, so each pod is scraped once).
 */}}
@@ -13,12 +14,16 @@ metadata:
   namespace: {{ .Release.Namespace }}
   labels:
     {{- include "faceanalysis.labels" . | nindent 4 }}
+  {{- include "faceanalysis.annotations" (list . dict 2) }}
 spec:
   type: ClusterIP
   selector:
     {{- include "faceanalysis.selectorLabels" . | nindent 4 }}
   ports:
     - {name: grpc, port: {{ $spec.port }}, targetPort: grpc, protocol: TCP, appProtocol: grpc}
+    {{- if include "faceanalysis.http.enabled" . }}
+    - {name: http, port: {{ $spec.httpPort }}, targetPort: http, protocol: TCP, appProtocol: {{ if include "faceanalysis.tls.enabled" . }}https{{ else }}http{{ end }}}
+    {{- end }}
 ---
 apiVersion: v1
 kind: Service
@@ -28,6 +33,7 @@ metadata:
   labels:
     {{- include "faceanalysis.labels" . | nindent 4 }}
     faceanalysis.io/scrape: "true"
+  {{- include "faceanalysis.annotations" (list . dict 2) }}
 spec:
   type: ClusterIP
   clusterIP: None
@@ -49,7 +55,8 @@ metadata:
   namespace: {{ .Release.Namespace }}
   labels:
     {{- include "faceanalysis.labels" . | nindent 4 }}
-automountServiceAccountToken: false
+  {{- include "faceanalysis.annotations" (list . .Values.serviceAccount.annotations 2) }}
+automountServiceAccountToken: {{ .Values.serviceAccount.automountServiceAccountToken | default false }}
 {{- end -}}
 {{- end -}}
 
@@ -62,6 +69,7 @@ metadata:
   namespace: {{ .Release.Namespace }}
   labels:
     {{- include "faceanalysis.labels" . | nindent 4 }}
+  {{- include "faceanalysis.annotations" (list . dict 2) }}
 spec:
   {{- if .Values.pdb.minAvailable }}
   minAvailable: {{ .Values.pdb.minAvailable }}
@@ -115,9 +123,8 @@ metadata:
   namespace: {{ .Release.Namespace }}
   labels:
     {{- include "faceanalysis.labels" . | nindent 4 }}
-  annotations:
-    # The archive outlives an uninstall, like Redis' data.
-    helm.sh/resource-policy: keep
+  {{- /* The archive outlives an uninstall, like Redis' data. */}}
+  {{- include "faceanalysis.annotations" (list . (dict "helm.sh/resource-policy" "keep") 2) }}
 spec:
   accessModes:
     {{- toYaml .Values.archive.persistence.accessModes | nindent 4 }}

@@ -36,12 +36,13 @@ Redis is not part of this: data-storage reaches it with its password, inside the
 {{- end -}}
 
 {{/* Names of the self-signed bootstrap Issuer and of the release CA (Certificate, Secret, Issuer). */}}
+{{/* Every chart's certificates name the release CA: "<release>-ca", whatever the overrides. */}}
 {{- define "faceanalysis.tls.selfSignedIssuer" -}}
-{{- include "faceanalysis.name" (list . "selfsigned") -}}
+{{- include "faceanalysis.releaseName" (list . "selfsigned") -}}
 {{- end -}}
 
 {{- define "faceanalysis.tls.caName" -}}
-{{- include "faceanalysis.name" (list . "ca") -}}
+{{- include "faceanalysis.releaseName" (list . "ca") -}}
 {{- end -}}
 
 {{/* issuerRef of the service certificates: global.tls.issuerRef, else the release CA. */}}
@@ -89,6 +90,7 @@ metadata:
   namespace: {{ $root.Release.Namespace }}
   labels:
     {{- include "faceanalysis.labels" $root | nindent 4 }}
+  {{- include "faceanalysis.annotations" (list $root dict 2) }}
 spec:
   secretName: {{ $name }}
   {{- if .dnsNames }}
