@@ -405,6 +405,26 @@ class ImagesTest:
         log(f"{Path(self.args.photo).name}: 1 face in {took:.1f}s, stored and archived "
             f"(id {res.analysis_id}; {len(f.landmarks) if hasattr(f, 'landmarks') else '?'} landmarks)")
 
+    def http_api(self, port: int) -> None:
+        """image-input's HTTP/JSON API answers from the image too (aiohttp and the web files are in it)."""
+        import urllib.request
+
+        base = f"http://127.0.0.1:{port}"
+        with urllib.request.urlopen(f"{base}/openapi.json", timeout=30) as resp:
+            paths = json.load(resp).get("paths", {})
+        if "/v1/analyses" not in paths:
+            raise Failure(f"{base}/openapi.json lists no /v1/analyses ({sorted(paths)})")
+        request = urllib.request.Request(f"{base}/v1/analyses?skip_cache=true", data=Path(self.args.photo).read_bytes(),
+                                         headers={"Content-Type": "application/octet-stream"}, method="POST")
+        with urllib.request.urlopen(request, timeout=120) as resp:
+            faces = len(json.load(resp)["faces"])
+        if faces != 1:
+            raise Failure(f"POST /v1/analyses: expected 1 face, got {faces}")
+        with urllib.request.urlopen(f"{base}/", timeout=30) as resp:
+            if b"<html" not in resp.read(4096).lower():
+                raise Failure("GET / did not answer the web page")
+        log(f"HTTP API on :{port}: /openapi.json, POST /v1/analyses (1 face) and the web page answer")
+
     def stop(self, svc: str, grace: float = 40) -> None:
         proc = self.procs[svc]
         if proc.poll() is not None:
@@ -424,10 +444,10 @@ class ImagesTest:
     def run_all(self) -> None:
         models = self.models()
         defaults = {s: services.get(s).grpc_port for s in self.args.services}
-        all_free = all(port_free(p) for s in self.args.services
-                       for p in (services.get(s).grpc_port, services.get(s).metrics_port))
+        all_free = all(port_free(p) for s in self.args.services for p in services.get(s).ports)
         ports = defaults if all_free else {s: free_port() for s in self.args.services}
         metrics = {s: (services.get(s).metrics_port if all_free else free_port()) for s in self.args.services}
+        http_port = services.IMAGE_INPUT.http_port if all_free else free_port()
         if not all_free:
             log("default ports are taken on this machine; using random ports")
         archive = self.tmp / "archive"
@@ -438,7 +458,8 @@ class ImagesTest:
         for svc in order:
             env = {"FACEANALYSIS_LOG_LEVEL": "INFO"}
             if not all_free:
-                env |= {"FACEANALYSIS_GRPC_PORT": str(ports[svc]), "FACEANALYSIS_METRICS_PORT": str(metrics[svc])}
+                env |= {"FACEANALYSIS_GRPC_PORT": str(ports[svc]), "FACEANALYSIS_METRICS_PORT": str(metrics[svc]),
+                        "FACEANALYSIS_HTTP_PORT": str(http_port)}
             volumes = [f"{models}:/models:ro"] if svc not in self.args.bake and svc in self.with_models else []
             allowed = {"/models"}
             if svc == "data-storage":
@@ -457,6 +478,7 @@ class ImagesTest:
             self.check_user(svc)
         if set(order) == set(services.SERVICES):
             self.analyze(ports["image-input"], archive)
+            self.http_api(http_port)
         for svc in order:
             self.check_rootfs_untouched(svc, self.results[svc]["_allowed"])
             log(f"{svc}: runs as uid {UID}; nothing written outside /tmp and its volumes")

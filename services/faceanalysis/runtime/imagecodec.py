@@ -32,6 +32,8 @@ import grpc
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from faceanalysis.runtime.inputerror import InputError
+
 if TYPE_CHECKING:
     from faceanalysis.runtime.config import Settings
 
@@ -86,14 +88,6 @@ _MODE_BYTES = {
 }
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
 _BAND_BYTES = 4 * 1024 * 1024  # output rows converted at a time
-
-
-class InputError(Exception):
-    """A refused upload: gRPC status code plus a message for a person."""
-
-    def __init__(self, code: grpc.StatusCode, message: str):
-        super().__init__(message)
-        self.code, self.message = code, message
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import grpc
 
 from faceanalysis import models
-from faceanalysis.runtime.imagecodec import InputError
+from faceanalysis.runtime.inputerror import InputError
 from faceanalysis.v1 import common_pb2, face_attributes_pb2, face_landmark_pb2
 
 # Action enum value -> the name a result, a metric and a cache key use for it.
