@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Package the umbrella chart for the release and publish it:
-#   1. pin its default images to this release (global.image.registry/tag, and each service's
-#      image.digest from the images job): set_chart_release.py;
-#   2. helm lint, helm package --version X.Y.Z --app-version vX.Y.Z;
+#   1. pin it to this release with set_chart_release.py: version X.Y.Z in the Chart.yaml of the
+#      umbrella and of every subchart (and in their dependencies), appVersion X.Y.Z (no "v", the
+#      images' tag) in the umbrella's and the four services' (redis's stays the Redis version),
+#      and its default images (global.image.registry/tag, each service's image.digest from the
+#      images job);
+#   2. helm lint, helm package (version and appVersion from those Chart.yaml files);
 #   3. helm push to oci://ghcr.io/<owner>/charts (-> ghcr.io/<owner>/charts/faceanalysis:X.Y.Z);
 #   4. cosign sign the pushed chart by digest, keyless, and verify it.
 # Env: REGISTRY (ghcr.io/<owner>), VERSION (X.Y.Z), GHCR_USER, GHCR_TOKEN; digests/<service> files.
@@ -21,7 +24,9 @@ python .github/scripts/set_chart_release.py charts/faceanalysis --registry "$REG
 
 helm lint charts/faceanalysis
 mkdir -p dist
-helm package charts/faceanalysis --version "$VERSION" --app-version "v$VERSION" --destination dist
+# No --version/--app-version: they would reach only the umbrella's Chart.yaml, and the subcharts'
+# labels and image tags read their own. The archive name below checks the version took.
+helm package charts/faceanalysis --destination dist
 helm show chart "dist/faceanalysis-$VERSION.tgz"
 
 printf '%s' "${GHCR_TOKEN:?}" | helm registry login ghcr.io --username "${GHCR_USER:?}" --password-stdin

@@ -1,6 +1,6 @@
 """The Python helpers of the release and e2e workflows, run here on the real chart and photo:
-set_chart_release.py (pins the packaged chart's images to the release) and big_photo.py (the
-multi-MB photo the e2e job sends through the Gateway)."""
+set_chart_release.py (pins the packaged chart, its subcharts and its images to the release) and
+big_photo.py (the multi-MB photo the e2e job sends through the Gateway)."""
 
 from __future__ import annotations
 
@@ -40,34 +40,44 @@ def chart(tmp_path) -> Path:
     return tmp_path / "faceanalysis"
 
 
-def rendered_images(chart: Path) -> dict[str, list[str]]:
-    """Workload name -> container images, from the chart's defaults (Helm SDK, no cluster)."""
+def render(chart: Path | str) -> list[dict]:
+    """The objects a chart (directory or packaged .tgz) renders with its defaults (Helm SDK, no cluster)."""
     import helm_python as helm
 
     helm.disable_logging()
     with helm.Chart.load(chart) as loaded:
         out = loaded.render({}, name="fa", namespace="faceanalysis", is_install=True)
+    return [doc for source, text in out.items() if source.endswith(".yaml") for doc in yaml.safe_load_all(text) if doc]
+
+
+def rendered_images(docs: list[dict]) -> dict[str, list[str]]:
+    """Workload name -> container images."""
     images = {}
-    for source, text in out.items():
-        if not source.endswith(".yaml"):
-            continue
-        for doc in yaml.safe_load_all(text):
-            spec = ((doc or {}).get("spec") or {})
-            pod = (spec.get("template") or {}).get("spec") or (spec if doc and doc["kind"] == "Pod" else None)
-            if pod:
-                containers = pod["containers"] + pod.get("initContainers", [])
-                images[doc["metadata"]["name"]] = [c["image"] for c in containers]
+    for doc in docs:
+        spec = doc.get("spec") or {}
+        pod = (spec.get("template") or {}).get("spec") or (spec if doc["kind"] == "Pod" else None)
+        if pod:
+            containers = pod["containers"] + pod.get("initContainers", [])
+            images[doc["metadata"]["name"]] = [c["image"] for c in containers]
     return images
 
 
-def test_release_values_pin_every_image_to_the_release(chart):
-    before = (chart / "values.yaml").read_text()
-    args = [str(chart), "--registry", "ghcr.io/acme", "--tag", "1.2.3"]
+def pin(chart: Path, version: str = "1.2.3") -> None:
+    args = [str(chart), "--registry", "ghcr.io/acme", "--tag", version]
     for service, digest in DIGESTS.items():
         args += ["--digest", f"{service}={digest}"]
     assert set_chart_release.main(args) == 0
 
-    images = rendered_images(chart)
+
+def chart_texts(chart: Path) -> dict[str, str]:
+    return {str(p.relative_to(chart)): p.read_text() for p in sorted(chart.rglob("*.yaml")) if not p.is_symlink()}
+
+
+def test_release_values_pin_every_image_to_the_release(chart):
+    before = (chart / "values.yaml").read_text()
+    pin(chart)
+
+    images = rendered_images(render(chart))
     for service in SERVICES:
         want = f"ghcr.io/acme/faceanalysis-{service}:1.2.3@{DIGESTS[service]}"
         assert set(images[f"fa-{service}"]) == {want}, images[f"fa-{service}"]
@@ -79,13 +89,94 @@ def test_release_values_pin_every_image_to_the_release(chart):
            [line for line in after.splitlines() if line.lstrip().startswith("#")]
 
 
+def test_the_packaged_release_is_one_version_throughout(chart, tmp_path):
+    """What release-chart.sh publishes: after pinning, `helm lint` and the dependency check pass and
+    `helm package` (no --version/--app-version) gives faceanalysis-X.Y.Z.tgz whose every object
+    names the release in its helm.sh/chart and app.kubernetes.io/version labels and runs the
+    release's images, registry/faceanalysis-<service>:X.Y.Z@sha256:... (the tag the images job
+    pushes is X.Y.Z, so appVersion is X.Y.Z, not the git tag vX.Y.Z)."""
+    import helm_python as helm
+
+    release = "1.2.3-rc.1"  # a pre-release too: the "-" survives into labels and archive name
+    before = chart_texts(chart)
+    pin(chart, release)
+    after = chart_texts(chart)
+    # Only the release keys moved: every comment line of every Chart.yaml and values.yaml stays.
+    assert before.keys() == after.keys()
+    for name in before:
+        assert [x for x in before[name].splitlines() if x.lstrip().startswith("#")] == \
+               [x for x in after[name].splitlines() if x.lstrip().startswith("#")], name
+
+    report = helm.lint(chart, strict=True, namespace="faceanalysis")
+    problems = report["errors"] + [m["error"] for m in report["messages"] if m["severity"] >= 2]
+    assert not problems, problems
+    subcharts = sorted(p.parent for p in (chart / "charts").glob("*/Chart.yaml"))
+    for directory in [chart, *subcharts]:
+        for dependency in helm.dependency_list(directory):
+            assert (dependency["version"], dependency["status"]) == (release, "unpacked"), (directory, dependency)
+
+    archive = helm.package(chart, destination=tmp_path)
+    assert Path(archive).name == f"faceanalysis-{release}.tgz"
+    redis_app_version = yaml.safe_load((ROOT / "charts/faceanalysis/charts/redis/Chart.yaml").read_text())["appVersion"]
+    with helm.Chart.load(archive) as loaded:
+        assert (loaded.metadata["version"], loaded.metadata["appVersion"]) == (release, release)
+        versions = {d["name"]: (d["version"], d.get("appVersion")) for d in loaded.dependencies}
+    assert versions == {**{s: (release, release) for s in SERVICES},
+                        "redis": (release, redis_app_version), "faceanalysis-common": (release, None)}
+
+    docs = render(archive)
+    charts = set()
+    for doc in docs:
+        labels = doc["metadata"]["labels"]
+        chart_label = labels["helm.sh/chart"]
+        charts.add(chart_label)
+        # Redis's objects carry the version of the Redis they run; the rest the release's.
+        want = redis_app_version if chart_label.startswith("redis-") else release
+        assert labels["app.kubernetes.io/version"] == want, (doc["kind"], doc["metadata"]["name"], labels)
+    assert charts == {f"{name}-{release}" for name in ["faceanalysis", "redis", *SERVICES]}
+    ours = re.compile(rf"^ghcr\.io/acme/faceanalysis-(?P<service>[a-z-]+):{re.escape(release)}"
+                      r"@(?P<digest>sha256:[0-9a-f]{64})$")
+    found = set()
+    for workload, images in rendered_images(docs).items():
+        for image in images:
+            if "faceanalysis-" not in image:
+                assert workload == "fa-redis", image  # redis and its exporter: upstream images
+                continue
+            match = ours.match(image)
+            assert match and DIGESTS[match["service"]] == match["digest"], (workload, image)
+            found.add(match["service"])
+    assert found == set(SERVICES)
+
+
 def test_release_values_refuse_bad_input_and_a_changed_layout(chart):
     with pytest.raises(SystemExit, match="lower-case"):
         set_chart_release.main([str(chart), "--registry", "ghcr.io/ACME", "--tag", "1.2.3"])
     with pytest.raises(SystemExit, match="SERVICE=sha256"):
         set_chart_release.main([str(chart), "--registry", "ghcr.io/acme", "--tag", "1", "--digest", "redis=sha256:00"])
-    values = chart / "values.yaml"
-    values.write_text(values.read_text().replace("\n  image:\n", "\n  images:\n", 1))
+    # The git tag's "v" is not part of the version (nor of the images' tag).
+    with pytest.raises(SystemExit, match="X.Y.Z"):
+        set_chart_release.main([str(chart), "--registry", "ghcr.io/acme", "--tag", "v1.2.3"])
+    pristine = chart_texts(chart)
+    changes = [
+        ("values.yaml", "\n  image:\n", "\n  images:\n"),
+        # A service chart without appVersion, a dependency in flow style, one that is not a directory.
+        ("charts/face-landmark/Chart.yaml", 'appVersion: "0.1.0"\n', ""),
+        ("charts/redis/Chart.yaml",
+         "  - name: faceanalysis-common\n    version: 0.1.0\n    repository: file://../faceanalysis-common\n",
+         "  - {name: faceanalysis-common, version: 0.1.0, repository: file://../faceanalysis-common}\n"),
+        ("Chart.yaml", "repository: file://charts/redis", "repository: oci://registry.example/charts"),
+    ]
+    for name, old, new in changes:
+        path = chart / name
+        text = path.read_text()
+        assert old in text, (name, old)
+        path.write_text(text.replace(old, new, 1))
+        with pytest.raises(SystemExit, match="layout changed"):
+            set_chart_release.main([str(chart), "--registry", "ghcr.io/acme", "--tag", "1.2.3"])
+        # Nothing was written: every file is checked before any is.
+        assert chart_texts(chart) == {**pristine, name: text.replace(old, new, 1)}, name
+        path.write_text(text)
+    (chart / "charts" / "extra").mkdir()
     with pytest.raises(SystemExit, match="layout changed"):
         set_chart_release.main([str(chart), "--registry", "ghcr.io/acme", "--tag", "1.2.3"])
 

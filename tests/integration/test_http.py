@@ -116,7 +116,11 @@ def test_openapi_document_is_valid_and_matches_the_routes(document):
     documented = {(path, method.upper()) for path, item in document["paths"].items() for method in item}
     server = http_app.build(http_app.HttpApi(None, CAP, document), CAP)
     served = {(r.resource.canonical, r.method) for r in server.router.routes()}
-    assert documented == served == {(r.path, r.method) for r in http_app.ROUTES}
+    assert documented == {(r.path, r.method) for r in http_app.ROUTES}
+    # The server answers HEAD beside every GET, which the document says once rather than per path (openapi.py).
+    heads = {(path, "HEAD") for path, method in documented if method == "GET"}
+    assert served == documented | heads
+    assert "HEAD" in document["info"]["description"]
 
 
 def test_openapi_schemas_follow_the_protos(document):
@@ -309,9 +313,40 @@ def test_unknown_path_and_wrong_method(api):
     error_of(api.call("GET", "/v1/analyses/x/y"), 404, "NOT_FOUND")
     wrong = api.call("PUT", ANALYSES, content=b"x")
     error_of(wrong, 405, "UNIMPLEMENTED", "PUT")
-    assert set(wrong.headers["allow"].replace(" ", "").split(",")) == {"GET", "POST"}
+    assert set(wrong.headers["allow"].replace(" ", "").split(",")) == {"GET", "HEAD", "POST"}
     error_of(api.call("POST", ONE, f"{ANALYSES}/{MISSING_ID}"), 405, "UNIMPLEMENTED")
     error_of(api.call("DELETE", "/openapi.json"), 405, "UNIMPLEMENTED")
+
+
+def test_head_answers_like_get_without_a_body(api, local_stack):
+    """HEAD on every GET route: GET's status and headers (Content-Length included), no body; counted as HEAD."""
+    head_ok = ("faceanalysis_http_requests_total",
+               (("code", "200"), ("method", "HEAD"), ("route", ONE), ("service", "image-input")))
+    before = scrape(local_stack.metrics_urls["image-input"]).get(head_ok, 0)
+    posted = api.analyze(image("face_recognition/obama.jpg").read_bytes(), params={"skip_cache": "true"})
+    assert posted.status_code == 200, posted.text[:500]
+    path = f"{ANALYSES}/{posted.json()['analysis_id']}"
+    got = api.call("GET", ONE, path)
+    head = api.call("HEAD", ONE, path)
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-type"].startswith("application/json")
+    assert int(head.headers["content-length"]) == len(got.content) > 0
+    assert scrape(local_stack.metrics_urls["image-input"])[head_ok] == before + 1
+
+    missing = api.call("HEAD", ONE, f"{ANALYSES}/{MISSING_ID}")
+    assert missing.status_code == 404 and missing.content == b""
+    assert missing.headers["content-type"].startswith("application/json")  # the error's, left out
+
+    page = api.call("HEAD", "/")
+    assert page.status_code == 200 and page.content == b""
+    assert page.headers["content-type"].startswith("text/html")
+    assert int(page.headers["content-length"]) == (http_app.WEB_DIR / "index.html").stat().st_size
+    for route in ("/openapi.json", ANALYSES):
+        answer = api.call("HEAD", route)
+        assert answer.status_code == 200 and answer.content == b"", route
+        assert answer.headers["content-type"].startswith("application/json"), route
+    assert api.call("HEAD", "/web/{name}", "/web/app.js").status_code == 200
+    assert api.call("HEAD", "/nowhere").status_code == 404
 
 
 def test_over_the_cap_by_content_length_and_chunked(api):

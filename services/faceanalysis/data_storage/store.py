@@ -128,7 +128,8 @@ class Store:
         kept.ClearField("storage_error")
         text = results.to_json(kept)
         path = self.archive.write(tenant, result.analysis_id, text)
-        created = result.created_at.ToSeconds() if result.HasField("created_at") else time.time()
+        # To the microsecond: whole seconds would list analyses of the same second in id order, not newest first.
+        created = result.created_at.ToMicroseconds() / 1e6 if result.HasField("created_at") else time.time()
         stored = result_key(tenant, result.analysis_id)
         try:
             pipe = self.redis.pipeline(transaction=True)

@@ -204,5 +204,12 @@ def build(api: HttpApi, max_image_bytes: int) -> web.Application:
     app = web.Application(middlewares=[envelope], client_max_size=max_image_bytes + upload.MULTIPART_OVERHEAD)
     for route in ROUTES:
         extra = {"expect_handler": api.expect_upload} if route.upload else {}
-        app.router.add_route(route.method, route.path, getattr(api, route.handler), **extra)
+        for method in served_methods(route):
+            app.router.add_route(method, route.path, getattr(api, route.handler), **extra)
     return app
+
+
+def served_methods(route: Route) -> tuple[str, ...]:
+    """Every GET also answers HEAD (RFC 9110 9.3.2), as aiohttp's add_get(allow_head=True) does: the same
+    handler, so the same status and headers; aiohttp leaves the body out and keeps its Content-Length."""
+    return ("GET", "HEAD") if route.method == "GET" else (route.method,)

@@ -107,6 +107,11 @@ def error_schema() -> dict:
 def document(routes: tuple[Route, ...] = ROUTES) -> dict:
     schemas = SchemaSet()
     paths: dict[str, dict] = {}
+    # Only the routes of the table: the HEAD the server answers beside every GET (app.served_methods) is
+    # left out. HEAD is part of what GET means (RFC 9110 9.3.2), so a `head` operation per GET would add
+    # nothing but a second, body-less copy of each, with operationIds that client generators would turn into
+    # useless methods; the description says it once instead, and test_http compares the served routes with
+    # the documented ones plus exactly that HEAD.
     for route in routes:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, schemas)
     return {
@@ -117,7 +122,8 @@ def document(routes: tuple[Route, ...] = ROUTES) -> dict:
             "summary": "Faces in photos: boxes, 68 landmarks, age, gender and emotion.",
             "description": "The HTTP/JSON form of the gRPC API faceanalysis.v1.FaceAnalysis: the same calls, "
                            "limits, API keys and errors. Results are protobuf's JSON mapping with the proto's "
-                           "field names. Errors carry the gRPC status code's name.",
+                           "field names. Errors carry the gRPC status code's name. Every GET also answers "
+                           "HEAD: the same status and headers, no body.",
         },
         "paths": paths,
         "components": {

@@ -146,9 +146,10 @@ function draw(canvas, result, bitmap) {
   ctx.font = `bold ${fontSize}px sans-serif`;
   ctx.textBaseline = "top";
   const pad = Math.round(fontSize / 4);
+  const labels = faces.map(faceLabel);
   faces.forEach((face, i) => {
     const { x = 0, y = 0 } = face.box || {};
-    const label = faceLabel(face, i);
+    const label = labels[i];
     const textWidth = ctx.measureText(label).width;
     const top = y - fontSize - 2 * pad >= 0 ? y - fontSize - 2 * pad : y;
     const left = Math.max(0, Math.min(x, width - textWidth - 2 * pad));
@@ -160,6 +161,7 @@ function draw(canvas, result, bitmap) {
   // For tests: what the canvas shows.
   canvas.dataset.drawn = String(faces.length);
   canvas.dataset.points = String(faces.reduce((sum, face) => sum + (face.landmarks || []).length, 0));
+  canvas.dataset.labels = JSON.stringify(labels);
 }
 
 /** Load a local File into an <img> through an object URL; null when the browser cannot decode it. */
@@ -337,6 +339,7 @@ async function work() {
 // ---- Stored analyses --------------------------------------------------------------------------
 
 let nextToken = "";
+let storedLoads = 0;  // loadStored calls so far: an answer to any but the latest is stale and dropped
 
 function storedStatus(text, isError = false) {
   const status = $("stored-status");
@@ -344,20 +347,32 @@ function storedStatus(text, isError = false) {
   status.classList.toggle("error", isError);
 }
 
-/** Fetch a page of stored analyses; `fresh` starts the list again from the newest. */
+/** Fetch a page of stored analyses; `fresh` starts the list again from the newest. "More" is off while a
+ *  page is on its way, so one token is never asked for twice; a refresh supersedes a "More" in flight. */
 async function loadStored(fresh) {
   const list = $("stored-list");
+  const more = $("stored-more");
+  const load = ++storedLoads;
   const params = new URLSearchParams({ page_size: String(PAGE_SIZE) });
   if (!fresh && nextToken) params.set("page_token", nextToken);
+  more.disabled = true;
   try {
     const page = await api(`${API}?${params}`);
+    if (load !== storedLoads) return;
     if (fresh) list.replaceChildren();
-    for (const item of page.analyses || []) list.append(storedItem(item));
+    // Pages are offsets into the newest-first list: an analysis stored since the last page pushes one
+    // already shown onto this one. Skip those (one stored elsewhere shows after the next refresh).
+    const shown = new Set([...list.children].map((item) => item.dataset.id));
+    for (const item of page.analyses || []) {
+      if (!shown.has(item.analysis_id)) list.append(storedItem(item));
+    }
     nextToken = page.next_page_token || "";
-    $("stored-more").hidden = !nextToken;
+    more.hidden = !nextToken;
     storedStatus(list.children.length ? "" : "No stored analyses yet.");
   } catch (err) {
-    storedStatus(explain(err), true);
+    if (load === storedLoads) storedStatus(explain(err), true);
+  } finally {
+    if (load === storedLoads) more.disabled = false;
   }
 }
 

@@ -180,6 +180,8 @@ Usage, right after the labels: {{- include "faceanalysis.annotations" (list . (d
 Image reference: [registry/]repository[:tag][@digest]. The registry and tag fall back to
 global.image, the tag then to the chart's appVersion, so a release runs the images built for its
 own version; an empty registry everywhere gives a bare name (kind/minikube side-loaded images).
+So appVersion is "X.Y.Z", the images' tag, never the git tag "vX.Y.Z": a release sets it in the
+umbrella and every service chart (.github/scripts/set_chart_release.py).
 */}}
 {{- define "faceanalysis.image" -}}
 {{- $global := (.Values.global | default dict).image | default dict -}}
