@@ -259,11 +259,7 @@ class Client:
             image=image_bytes(image),
             options=analysis_options(actions=actions, detection_threshold=detection_threshold, min_face=min_face,
                                      no_store=no_store, skip_cache=skip_cache))
-        try:
-            response = self._stub.AnalyzeImage(request, timeout=self.timeout if timeout is None else timeout)
-        except grpc.RpcError as err:
-            raise AnalysisError.of(err) from None
-        return Analysis.from_proto(response.result)
+        return Analysis.from_proto(self._call(self._stub.AnalyzeImage, request, timeout).result)
 
     def analyze_many(self, images: Iterable[T], *, concurrency: int = 8, actions: str | Iterable[str] | None = None,
                      detection_threshold: float | None = None, min_face: int | None = None,
