@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# face-landmark: face detection (OpenCV YuNet, Haar, dlib HOG), 68 dlib landmarks, aligned crops.
+# face-landmark: face detection (YuNet on ONNX Runtime; OpenCV Haar and dlib HOG), 68 dlib landmarks, aligned crops.
 # Build from the repository root:  docker build -f docker/face-landmark.Dockerfile -t faceanalysis-face-landmark .
 
 # ---- builder: a virtual environment with the package and this service's extra only ----

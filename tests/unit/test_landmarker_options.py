@@ -79,4 +79,3 @@ def test_a_request_threshold_does_not_outlive_its_call(landmarker):
     before = [f.box for f in landmarker.analyze(photo(FULL_SIZE), crops=False)]
     assert len(landmarker.analyze(photo(FULL_SIZE), threshold=0.5, crops=False)) > len(before)
     assert [f.box for f in landmarker.analyze(photo(FULL_SIZE), crops=False)] == before
-    assert landmarker.detector.model.getScoreThreshold() == pytest.approx(0.9)

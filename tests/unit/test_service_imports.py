@@ -12,7 +12,7 @@ import pytest
 # Import names of what each extra of pyproject.toml adds beyond the base dependencies.
 EXTRA_MODULES = {
     "image-input": {"PIL", "aiohttp"},
-    "face-landmark": {"cv2", "dlib", "PIL"},
+    "face-landmark": {"cv2", "dlib", "PIL", "onnxruntime"},
     "face-attributes": {"deepface", "onnxruntime", "cv2", "werkzeug"},
     "data-storage": {"redis"},
 }

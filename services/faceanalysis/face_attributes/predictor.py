@@ -45,7 +45,7 @@ import numpy as np
 
 from faceanalysis import models
 from faceanalysis.models import provenance
-from faceanalysis.runtime import cpu, memory, metrics
+from faceanalysis.runtime import cpu, memory, metrics, onnx
 from faceanalysis.runtime.logging import log
 from faceanalysis.runtime.options import ATTRIBUTE_TASKS
 
@@ -95,34 +95,13 @@ def age_interval(distribution: np.ndarray) -> tuple[float, float]:
     return low, min(high, len(p) - 1.0)
 
 
-def session_options(threads: int):
-    """ONNX Runtime options for a container with `threads` CPUs: one pool of that size, no
-    inter-op parallelism, no spin-waiting (idle threads sleep instead of burning the quota), and
-    no arena that only grows."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    # The arena keeps the peak of every batch shape it has seen and never gives it back, and the
-    # memory pattern caches a plan per shape: with batches of 1..N faces RSS creeps up for hours.
-    # Without them each run allocates through malloc, which the service trims when idle.
-    options.enable_cpu_mem_arena = False
-    options.enable_mem_pattern = False
-    options.log_severity_level = 3  # errors only, as DeepFace does
-    return options
-
-
 def model_session(model_path: Path, threads: int, int8: bool = False):
     """A session on `model_path` sized to `threads` CPUs, on the providers DeepFace would pick
     (DEEPFACE_ONNX_PROVIDERS, else CUDA when present, then CPU)."""
     import onnxruntime as ort
     from deepface.commons import onnx_utils
 
-    options = session_options(threads)
+    options = onnx.session_options(threads)
     if not int8:
         # Prepacking copies every fp32 weight into a second layout at load: a 540 MB VGG peaked at
         # 940 MB to load. Without it, weights saved as external data are mapped from the file

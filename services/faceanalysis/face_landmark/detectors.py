@@ -1,4 +1,4 @@
-"""Face detectors: OpenCV YuNet (default), OpenCV Haar cascade, dlib HOG.
+"""Face detectors: YuNet on ONNX Runtime (default), OpenCV Haar cascade, dlib HOG.
 
 Each returns boxes in the pixel space of the image it was given, with a score and, where the
 detector provides them, eye centres (YuNet does; the others get eyes from the 68 landmarks).
@@ -14,6 +14,8 @@ from pathlib import Path
 import cv2
 import dlib
 import numpy as np
+
+from faceanalysis.face_landmark.yunet import YuNetModel
 
 
 @dataclass
@@ -76,13 +78,14 @@ class YuNetDetector:
     # Detections overlapping an earlier one by this much are the same face.
     SAME_FACE_IOU = 0.3
 
-    def __init__(self, model_path: Path, threshold: float, max_side: int = 640, min_face: int = 48):
+    def __init__(self, model_path: Path, threshold: float, max_side: int = 640, min_face: int = 48,
+                 model: YuNetModel | None = None, threads: int = 1):
+        """`model`: a YuNetModel on `model_path` to share (it is thread-safe); None builds one."""
         self.model_file = Path(model_path).name
         self.threshold = threshold
         self.max_side = max_side
         self.min_face = min_face
-        # Input size is set per image: the model has symbolic height and width.
-        self.model = cv2.FaceDetectorYN.create(str(model_path), "", (320, 320), threshold, 0.3, 5000)
+        self.model = model or YuNetModel(Path(model_path), threads)
 
     def working_scale(self, height: int, width: int, min_face: int | None = None) -> float:
         """Scale of the first pass: the longest side down to `max_side`, unless `min_face` (default:
@@ -91,13 +94,12 @@ class YuNetDetector:
         return min(1.0, max(self.max_side / max(height, width), self.PROBE_FACE / (min_face or self.min_face),
                             self.MIN_SIDE / min(height, width)))
 
-    def _run(self, bgr: np.ndarray, scale: float, offset: tuple[float, float] = (0, 0)) -> list[Detection]:
+    def _run(self, bgr: np.ndarray, scale: float, threshold: float,
+             offset: tuple[float, float] = (0, 0)) -> list[Detection]:
         height, width = bgr.shape[:2]
-        self.model.setInputSize((width, height))
-        _, faces = self.model.detect(bgr)
         ox, oy = offset
         found = []
-        for row in faces if faces is not None else ():
+        for row in self.model.detect(bgr, threshold):
             # Rubbish rows (see MIN_SIDE) have infinite or empty boxes far outside the input: only
             # boxes with a size that touch the input count.
             x, y, w, h = (float(c) for c in row[:4])
@@ -117,22 +119,22 @@ class YuNetDetector:
             found.append(Detection(v[0], v[1], v[2], v[3], float(row[-1]), *eyes))
         return found
 
-    def _level(self, bgr: np.ndarray, scale: float) -> list[Detection]:
+    def _level(self, bgr: np.ndarray, scale: float, threshold: float) -> list[Detection]:
         """Faces in one pyramid level, searched whole or in overlapping tiles."""
         height, width = bgr.shape[:2]
         if min(height, width) < self.MIN_SIDE:
             return []
         if max(height, width) <= self.TILE:
-            return self._run(bgr, scale)
+            return self._run(bgr, scale, threshold)
         step = self.TILE - self.LARGE_FACE
         whole: list[Detection] = []
         for y0 in range(0, max(1, height - self.LARGE_FACE), step):
             for x0 in range(0, max(1, width - self.LARGE_FACE), step):
-                tile = np.ascontiguousarray(bgr[y0:y0 + self.TILE, x0:x0 + self.TILE])
+                tile = bgr[y0:y0 + self.TILE, x0:x0 + self.TILE]
                 th, tw = tile.shape[:2]
                 if min(th, tw) < self.MIN_SIDE:
                     continue
-                for det in self._run(tile, scale, (x0, y0)):
+                for det in self._run(tile, scale, threshold, (x0, y0)):
                     # A face cut by an inner tile edge lies whole in the neighbouring tile.
                     x, y = det.x * scale - x0, det.y * scale - y0
                     w, h = det.width * scale, det.height * scale
@@ -147,7 +149,7 @@ class YuNetDetector:
                 found.append(det)
         return found
 
-    def _recheck(self, bgr: np.ndarray, candidate: Detection) -> Detection | None:
+    def _recheck(self, bgr: np.ndarray, candidate: Detection, threshold: float) -> Detection | None:
         """The candidate's face, looked for again in a window around it at a finer scale."""
         height, width = bgr.shape[:2]
         w, h = candidate.width, candidate.height
@@ -159,17 +161,14 @@ class YuNetDetector:
             window = cv2.resize(window, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         if min(window.shape[:2]) < self.MIN_SIDE:
             return None
-        same = [d for d in self._run(np.ascontiguousarray(window), scale, (x0 * scale, y0 * scale))
+        same = [d for d in self._run(window, scale, threshold, (x0 * scale, y0 * scale))
                 if iou(d, candidate) >= self.SAME_FACE_IOU]
         return max(same, key=lambda d: d.score, default=None)
 
     def detect(self, bgr: np.ndarray, threshold: float | None = None, min_face: int | None = None) -> list[Detection]:
         """Faces scoring at least `threshold`, searched at the scale `min_face` needs (None: the
         detector's own settings)."""
-        try:
-            return self._detect(bgr, self.threshold if threshold is None else threshold, min_face)
-        finally:
-            self.model.setScoreThreshold(self.threshold)  # the next call starts from the settings
+        return self._detect(bgr, self.threshold if threshold is None else threshold, min_face)
 
     def _detect(self, bgr: np.ndarray, threshold: float, min_face: int | None) -> list[Detection]:
         height, width = bgr.shape[:2]
@@ -179,9 +178,7 @@ class YuNetDetector:
         work = bgr if scale == 1 else cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         # At full resolution there is nothing finer to re-check with: no candidates then.
         probe = min(self.PROBE_THRESHOLD, threshold) if scale < 1 else threshold
-        self.model.setScoreThreshold(probe)
-        seen = self._level(work, scale)
-        self.model.setScoreThreshold(threshold)  # re-checks and the coarse pyramid
+        seen = self._level(work, scale, probe)  # re-checks and the coarse pyramid use `threshold`
         found: list[Detection] = []
         for det in sorted(seen, key=lambda d: -d.score):
             face: Detection | None = det
@@ -190,7 +187,7 @@ class YuNetDetector:
                 near = det.score >= threshold - self.NEAR_MISS
                 if not (small or near) or any(iou(det, f) >= self.SAME_FACE_IOU for f in found):
                     continue
-                face = self._recheck(bgr, det)
+                face = self._recheck(bgr, det, threshold)
             if face is not None and all(iou(face, f) < self.SAME_FACE_IOU for f in found):
                 found.append(face)
         # The pyramid for faces too large for YuNet at the working scale.
@@ -202,7 +199,7 @@ class YuNetDetector:
                 break
             coarse = cv2.resize(work, None, fx=level / scale, fy=level / scale, interpolation=cv2.INTER_AREA)
             finer_scale = min(scale, 2 * level)
-            for det in self._level(coarse, level):
+            for det in self._level(coarse, level, threshold):
                 # Size this face had one level finer: only faces that level could not see are new.
                 if max(det.width, det.height) * finer_scale < self.LARGE_FACE:
                     continue

@@ -13,7 +13,7 @@ import dlib
 import numpy as np
 
 from faceanalysis import models
-from faceanalysis.face_landmark import alignment, detectors
+from faceanalysis.face_landmark import alignment, detectors, yunet
 from faceanalysis.models import provenance
 from faceanalysis.runtime import metrics
 
@@ -38,16 +38,18 @@ class FaceFound:
 
 class Landmarker:
     def __init__(self, models_dir: Path, detector: str = "yunet", threshold: float = 0.9, crop_size: int = 448,
-                 detection_max_side: int = 640, detection_min_face: int = 48):
+                 detection_max_side: int = 640, detection_min_face: int = 48, threads: int = 1):
         # detection_max_side and detection_min_face (see runtime/config.py) size YuNet's input;
-        # the Haar and HOG detectors always search the full image.
+        # the Haar and HOG detectors always search the full image. `threads`: YuNet's ONNX Runtime
+        # pool, sized to the container's CPUs.
         # What a result names (ModelInfo): each file's sha256, hashed once here, and the settings
         # that shape the answers.
         detector_sha256, detector_parameters = "", {}
         if detector == "yunet":
             path = models.locate(models_dir, YUNET_FILE)
+            session = yunet.YuNetModel(path, threads)  # one session, shared by every thread's detector
             self._make_detector = lambda: detectors.YuNetDetector(path, threshold, detection_max_side,
-                                                                  detection_min_face)
+                                                                  detection_min_face, session)
             detector_sha256 = provenance.file_sha256(path)
             detector_parameters = {"detection_threshold": models.parameter(threshold),
                                    "detection_max_side": models.parameter(detection_max_side),
@@ -61,7 +63,7 @@ class Landmarker:
             detector_parameters = {"dlib": dlib.__version__}  # built into dlib: no file to hash
         else:
             raise ValueError(f"unknown detector {detector!r}; choose yunet, haar or hog")
-        # OpenCV's detectors keep per-call state (YuNet's input size): one instance per thread.
+        # OpenCV's Haar cascade keeps per-call state: one detector per thread (YuNet's share a session).
         self._local = threading.local()
         start = time.perf_counter()
         first = self.detector

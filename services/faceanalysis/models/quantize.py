@@ -480,9 +480,9 @@ def quantize_models(weights_dir: Path, calibration_dir: Path, names=NAMES, limit
 def _session(path: Path, threads: int):
     import onnxruntime as ort
 
-    from faceanalysis.face_attributes.predictor import session_options
+    from faceanalysis.runtime import onnx
 
-    return ort.InferenceSession(str(path), sess_options=session_options(threads),
+    return ort.InferenceSession(str(path), sess_options=onnx.session_options(threads),
                                 providers=["CPUExecutionProvider"])
 
 
