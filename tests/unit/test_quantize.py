@@ -178,7 +178,7 @@ def test_predictor_serves_the_int8_files(quantized, restore_deepface_clients):
     for m in predictor.model_infos:
         name = m.task.capitalize()
         assert m.sha256 == provenance.sha256_of(quantize.int8_path(weights / MODEL_FILES[name])), name
-        assert m.parameters == {"face_margin": "0.4", "precision": "int8"}, name
+        assert m.parameters == {"face_margin": "0.4", "precision": "int8", "face_size": "160"}, name
     faces = np.stack(list(quantize.iter_faces(UTKFACE, quantized, limit=8, progress=False)))
     int8 = predictor.predict(faces)
     fp32 = Predictor(quantized, cpus=THREADS).predict(faces)

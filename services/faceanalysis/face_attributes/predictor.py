@@ -84,6 +84,13 @@ def cut_face(crop: np.ndarray, face_width: float, face_height: float, margin: fl
     return crop[y0 : y0 + max(1, int(round(h))), x0 : x0 + max(1, int(round(w)))]
 
 
+def face_size(margin: float) -> int:
+    """The longer side, in pixels, that a face box needs in its crop for the cut at `margin` to
+    fill the model's input: crops with larger faces are shrunk by face-landmark before they are
+    sent (DetectFacesRequest.face_size), since resize_image would shrink them here anyway."""
+    return math.ceil(max(INPUT_SIZE) / (1 + margin))
+
+
 def age_interval(distribution: np.ndarray) -> tuple[float, float]:
     p = np.clip(distribution, 0, None)
     total = p.sum()
@@ -128,9 +135,11 @@ def prepare_face(face_bgr: np.ndarray) -> np.ndarray:
     """One face (uint8 BGR) to DeepFace's model input: (224, 224, 3) float32 in [0, 1]."""
     from deepface.modules import preprocessing
 
-    img = face_bgr.astype(np.float64)
+    # float32, not the float64 of DeepFace.analyze's own pipeline: the model input is float32
+    # anyway, the values differ by under 2e-7, and a 300 px face took 0.25 ms instead of 1.9.
+    img = face_bgr.astype(np.float32)
     if img.max() > 1:
-        img = img / 255
+        img /= 255
     return preprocessing.resize_image(img=img, target_size=INPUT_SIZE)[0]
 
 
@@ -344,11 +353,12 @@ class Predictor:
 
     @property
     def model_infos(self) -> list[models.ServedModel]:
-        """Per model: the file served (so an int8 result says so), its sha256, and the settings that
-        shape its answers (its face margin and precision)."""
+        """Per model: the file served (so an int8 result says so), its sha256, the settings that
+        shape its answers (its face margin and precision), and the face size it needs in a crop."""
         return [models.ServedModel(
             f"deepface_{n.lower()}", n.lower(), self.paths[n].name, self.provenance[n].sha256,
-            {"face_margin": models.parameter(self.margins[n]), "precision": "int8" if n in self.int8 else "fp32"})
+            {"face_margin": models.parameter(self.margins[n]), "precision": "int8" if n in self.int8 else "fp32",
+             "face_size": models.parameter(face_size(self.margins[n]))})
             for n in MODEL_FILES]
 
     def batch_shape(self, n: int) -> tuple[int, ...]:

@@ -110,11 +110,12 @@ class Landmarker:
         return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
 
     def analyze(self, bgr: np.ndarray, threshold: float | None = None, min_face: int | None = None,
-                landmarks: bool = True, crops: bool = True) -> list[FaceFound]:
+                landmarks: bool = True, crops: bool = True, face_size: int | None = None) -> list[FaceFound]:
         """The faces in `bgr`. `threshold` and `min_face` are a request's own (None: the settings);
         `min_face` also drops faces whose box is smaller on its shorter side. Landmarks and crops
         are computed only when asked for, except that a crop the detector gave no eyes for is
-        levelled by dlib's eye points, which are then computed but not returned."""
+        levelled by dlib's eye points, which are then computed but not returned. `face_size`
+        shrinks crops further (see alignment.aligned_crop)."""
         height, width = bgr.shape[:2]
         kept = []
         for det in self.detect(bgr, threshold, min_face):
@@ -138,7 +139,7 @@ class Landmarker:
                 left = det.image_left_eye or tuple(pts[IMAGE_LEFT_EYE].mean(axis=0))
                 right = det.image_right_eye or tuple(pts[IMAGE_RIGHT_EYE].mean(axis=0))
                 face.crop, face.face_width, face.face_height = alignment.aligned_crop(
-                    bgr, box, alignment.eye_angle(left, right), self.crop_size)
+                    bgr, box, alignment.eye_angle(left, right), self.crop_size, face_size)
             found.append(face)
         found.sort(key=lambda f: f.box[0])
         return found

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import cv2
 import grpc
@@ -74,7 +75,7 @@ class FaceLandmarkServicer(face_landmark_pb2_grpc.FaceLandmarkServicer):
             with timing.stage(timings, "face_landmark"):
                 try:
                     faces = self.landmarker.analyze(bgr, wanted.threshold, wanted.min_face, wanted.landmarks,
-                                                    wanted.crops)
+                                                    wanted.crops, wanted.face_size)
                 except cv2.error as err:
                     # A valid image the detector cannot take (e.g. 40000x16): the input's shape,
                     # not a server fault.
@@ -83,7 +84,7 @@ class FaceLandmarkServicer(face_landmark_pb2_grpc.FaceLandmarkServicer):
                         f"the face detector cannot process a {header.width}x{header.height} image: "
                         f"{err.err or err}") from None
             # The models as this request ran them (its threshold and min_face), and only those that ran.
-            models = self.model_infos if wanted == DetectOptions() else [
+            models = self.model_infos if replace(wanted, face_size=None) == DetectOptions() else [
                 m for m in map(wanted.describe, self.model_infos) if m is not None]
             response = face_landmark_pb2.DetectFacesResponse(
                 faces=[to_message(f) for f in faces], models=models, timings=timings)

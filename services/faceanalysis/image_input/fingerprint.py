@@ -35,6 +35,7 @@ from faceanalysis.runtime.options import Options
 from faceanalysis.v1 import common_pb2
 
 RELEASE = importlib.metadata.version("faceanalysis")
+ATTRIBUTES = "face-attributes"  # the peer whose models need crops
 DESCRIBE_SECONDS = 2.0
 
 
@@ -88,6 +89,16 @@ class Fingerprint:
         self._models = [m for models in described.values() for m in models]
         self._asked = time.monotonic()
         return self._models
+
+    async def face_size(self, options: Options) -> int | None:
+        """The longest face side the attribute models that answer `options` need in a crop (the
+        largest of their face_size parameters); None when no attribute is wanted or face-attributes
+        has not described its models (face-landmark then sends crops at its CROP_SIZE)."""
+        if not options.attribute_tasks or await self._current_models() is None:
+            return None
+        sizes = [int(float(m.parameters["face_size"])) for m in options.answering_models(self.described.get(
+            ATTRIBUTES, ())) if "face_size" in m.parameters]
+        return max(sizes, default=None)
 
     def stored_digest(self, models: list[common_pb2.ModelInfo], skipped: Iterable[str] = (),
                       options: Options = Options()) -> str:

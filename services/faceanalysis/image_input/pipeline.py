@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from dataclasses import replace
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -48,7 +49,7 @@ class Pipeline:
             channels.dial(settings.storage_target, max_message_bytes=channels.PEER_MESSAGE_BYTES, **tls),
         ]
         self.landmark = Peer("face-landmark", face_landmark_pb2_grpc.FaceLandmarkStub(self.channels[0]), **peer)
-        self.attributes = Peer("face-attributes", face_attributes_pb2_grpc.FaceAttributesStub(self.channels[1]),
+        self.attributes = Peer(fingerprint.ATTRIBUTES, face_attributes_pb2_grpc.FaceAttributesStub(self.channels[1]),
                                **peer)
         self.storage = Peer("data-storage", data_storage_pb2_grpc.DataStorageStub(self.channels[2]), **peer)
         self.fingerprint = Fingerprint([self.landmark, self.attributes], settings.cache_models_refresh_seconds)
@@ -89,7 +90,9 @@ class Pipeline:
             if hit is not None:
                 return hit
 
-        detected = await self.landmark.call("DetectFaces", options.detect.request(data), deadline, client_input=True)
+        # Crops at the size face-attributes' models use, not larger: less to warp, send and shrink.
+        wanted = replace(options.detect, face_size=await self.fingerprint.face_size(options))
+        detected = await self.landmark.call("DetectFaces", wanted.request(data), deadline, client_input=True)
         attrs = face_attributes_pb2.PredictAttributesResponse()
         called_attributes = bool(detected.faces and options.attribute_tasks)
         if called_attributes:

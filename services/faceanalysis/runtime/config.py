@@ -119,7 +119,8 @@ class Settings(BaseSettings):
     detection_threshold: float = Field(0.9, ge=0, le=1, description="YuNet score threshold")
     # The crop holds twice the face box, so 448 puts the face at 224 px, the attribute models'
     # input size: face-attributes only ever shrinks it.
-    crop_size: int = Field(448, ge=64, le=2048, description="longest side of the aligned crop sent to face-attributes")
+    crop_size: int = Field(448, ge=64, le=2048, description="longest side of the aligned crop sent to face-attributes; "
+                           "image-input asks for smaller ones where the attribute models need less")
     # YuNet is most of face-landmark's CPU time and grows with the pixels it is given, so it
     # searches a downscaled copy (boxes and landmarks stay in the original's pixels; landmarks and
     # crops use the full image). 640 px is the size DeepFace's own YuNet wrapper uses. On the 32

@@ -39,6 +39,9 @@ DETECTION_TASK, LANDMARKS_TASK = "face_detection", "landmarks"
 # A face larger than this many pixels on its shorter side is beyond any photo the caps admit in
 # practice; a value above it is a mistake (or an attempt to search nothing), not a request.
 MAX_MIN_FACE = 10000
+# The face sizes in a crop that a request may ask for (DetectFacesRequest.face_size): below 16 px
+# no model sees a face; above 2048 the crop cap (CROP_SIZE <= 2048) decides anyway.
+FACE_SIZE_RANGE = (16, 2048)
 
 
 class InvalidOption(InputError):
@@ -68,6 +71,17 @@ def check_min_face(value: int, field: str = "options.min_face") -> int | None:
     return int(value)
 
 
+def check_face_size(value: int, field: str = "face_size") -> int | None:
+    """The longest face side wanted in a crop: None for 0 (the crop size alone decides)."""
+    if value == 0:
+        return None
+    low, high = FACE_SIZE_RANGE
+    if not low <= value <= high:
+        raise InvalidOption(f"{field} must be between {low} and {high} pixels, or 0 for the crop size alone; "
+                            f"got {value}")
+    return int(value)
+
+
 def check_actions(values: Iterable[int], field: str = "options.actions",
                   allowed: Iterable[str] = ALL_ACTIONS) -> frozenset[str]:
     """Action enum values to their names; empty means every allowed one."""
@@ -90,16 +104,21 @@ class DetectOptions:
     min_face: int | None = None  # None: the server's DETECTION_MIN_FACE, and no face is dropped for size
     landmarks: bool = True  # return the 68 points
     crops: bool = True  # return aligned crops (face-attributes has work to do)
+    # The longest face side the attribute models need in a crop (None: CROP_SIZE alone). Not a
+    # client's option, and not part of the cache key: image-input derives it from face-attributes'
+    # models, whose margins (which decide it) are in the key already.
+    face_size: int | None = None
 
     @classmethod
     def from_request(cls, request: face_landmark_pb2.DetectFacesRequest) -> DetectOptions:
         return cls(check_threshold(request.detection_threshold, "detection_threshold"),
-                   check_min_face(request.min_face, "min_face"), not request.skip_landmarks, not request.skip_crops)
+                   check_min_face(request.min_face, "min_face"), not request.skip_landmarks, not request.skip_crops,
+                   check_face_size(request.face_size))
 
     def request(self, image: bytes) -> face_landmark_pb2.DetectFacesRequest:
         return face_landmark_pb2.DetectFacesRequest(
             image=image, detection_threshold=self.threshold or 0, min_face=self.min_face or 0,
-            skip_landmarks=not self.landmarks, skip_crops=not self.crops)
+            skip_landmarks=not self.landmarks, skip_crops=not self.crops, face_size=self.face_size or 0)
 
     @property
     def runs_landmarker(self) -> bool:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from faceanalysis.v1 import common_pb2 as faceanalysis_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#faceanalysis/v1/face_landmark.proto\x12\x0f\x66\x61\x63\x65\x61nalysis.v1\x1a\x1c\x66\x61\x63\x65\x61nalysis/v1/common.proto\"6\n\x08RawImage\x12\r\n\x05width\x18\x01 \x01(\x05\x12\x0e\n\x06height\x18\x02 \x01(\x05\x12\x0b\n\x03\x62gr\x18\x03 \x01(\x0c\"\x84\x01\n\x12\x44\x65tectFacesRequest\x12\r\n\x05image\x18\x02 \x01(\x0c\x12\x1b\n\x13\x64\x65tection_threshold\x18\x03 \x01(\x02\x12\x10\n\x08min_face\x18\x04 \x01(\x05\x12\x16\n\x0eskip_landmarks\x18\x05 \x01(\x08\x12\x12\n\nskip_crops\x18\x06 \x01(\x08J\x04\x08\x01\x10\x02\"`\n\x0b\x41lignedCrop\x12(\n\x05image\x18\x01 \x01(\x0b\x32\x19.faceanalysis.v1.RawImage\x12\x12\n\nface_width\x18\x02 \x01(\x02\x12\x13\n\x0b\x66\x61\x63\x65_height\x18\x03 \x01(\x02\"\xa9\x01\n\x0c\x44\x65tectedFace\x12)\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x1c.faceanalysis.v1.BoundingBox\x12\x17\n\x0f\x64\x65tection_score\x18\x02 \x01(\x02\x12)\n\tlandmarks\x18\x03 \x03(\x0b\x32\x16.faceanalysis.v1.Point\x12*\n\x04\x63rop\x18\x04 \x01(\x0b\x32\x1c.faceanalysis.v1.AlignedCrop\"\x9e\x01\n\x13\x44\x65tectFacesResponse\x12,\n\x05\x66\x61\x63\x65s\x18\x01 \x03(\x0b\x32\x1d.faceanalysis.v1.DetectedFace\x12*\n\x06models\x18\x02 \x03(\x0b\x32\x1a.faceanalysis.v1.ModelInfo\x12-\n\x07timings\x18\x03 \x03(\x0b\x32\x1c.faceanalysis.v1.StageTiming2\xcb\x01\n\x0c\x46\x61\x63\x65Landmark\x12X\n\x0b\x44\x65tectFaces\x12#.faceanalysis.v1.DetectFacesRequest\x1a$.faceanalysis.v1.DetectFacesResponse\x12\x61\n\x0e\x44\x65scribeModels\x12&.faceanalysis.v1.DescribeModelsRequest\x1a\'.faceanalysis.v1.DescribeModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#faceanalysis/v1/face_landmark.proto\x12\x0f\x66\x61\x63\x65\x61nalysis.v1\x1a\x1c\x66\x61\x63\x65\x61nalysis/v1/common.proto\"6\n\x08RawImage\x12\r\n\x05width\x18\x01 \x01(\x05\x12\x0e\n\x06height\x18\x02 \x01(\x05\x12\x0b\n\x03\x62gr\x18\x03 \x01(\x0c\"\x97\x01\n\x12\x44\x65tectFacesRequest\x12\r\n\x05image\x18\x02 \x01(\x0c\x12\x1b\n\x13\x64\x65tection_threshold\x18\x03 \x01(\x02\x12\x10\n\x08min_face\x18\x04 \x01(\x05\x12\x16\n\x0eskip_landmarks\x18\x05 \x01(\x08\x12\x12\n\nskip_crops\x18\x06 \x01(\x08\x12\x11\n\tface_size\x18\x07 \x01(\x05J\x04\x08\x01\x10\x02\"`\n\x0b\x41lignedCrop\x12(\n\x05image\x18\x01 \x01(\x0b\x32\x19.faceanalysis.v1.RawImage\x12\x12\n\nface_width\x18\x02 \x01(\x02\x12\x13\n\x0b\x66\x61\x63\x65_height\x18\x03 \x01(\x02\"\xa9\x01\n\x0c\x44\x65tectedFace\x12)\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x1c.faceanalysis.v1.BoundingBox\x12\x17\n\x0f\x64\x65tection_score\x18\x02 \x01(\x02\x12)\n\tlandmarks\x18\x03 \x03(\x0b\x32\x16.faceanalysis.v1.Point\x12*\n\x04\x63rop\x18\x04 \x01(\x0b\x32\x1c.faceanalysis.v1.AlignedCrop\"\x9e\x01\n\x13\x44\x65tectFacesResponse\x12,\n\x05\x66\x61\x63\x65s\x18\x01 \x03(\x0b\x32\x1d.faceanalysis.v1.DetectedFace\x12*\n\x06models\x18\x02 \x03(\x0b\x32\x1a.faceanalysis.v1.ModelInfo\x12-\n\x07timings\x18\x03 \x03(\x0b\x32\x1c.faceanalysis.v1.StageTiming2\xcb\x01\n\x0c\x46\x61\x63\x65Landmark\x12X\n\x0b\x44\x65tectFaces\x12#.faceanalysis.v1.DetectFacesRequest\x1a$.faceanalysis.v1.DetectFacesResponse\x12\x61\n\x0e\x44\x65scribeModels\x12&.faceanalysis.v1.DescribeModelsRequest\x1a\'.faceanalysis.v1.DescribeModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,13 +35,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RAWIMAGE']._serialized_start=86
   _globals['_RAWIMAGE']._serialized_end=140
   _globals['_DETECTFACESREQUEST']._serialized_start=143
-  _globals['_DETECTFACESREQUEST']._serialized_end=275
-  _globals['_ALIGNEDCROP']._serialized_start=277
-  _globals['_ALIGNEDCROP']._serialized_end=373
-  _globals['_DETECTEDFACE']._serialized_start=376
-  _globals['_DETECTEDFACE']._serialized_end=545
-  _globals['_DETECTFACESRESPONSE']._serialized_start=548
-  _globals['_DETECTFACESRESPONSE']._serialized_end=706
-  _globals['_FACELANDMARK']._serialized_start=709
-  _globals['_FACELANDMARK']._serialized_end=912
+  _globals['_DETECTFACESREQUEST']._serialized_end=294
+  _globals['_ALIGNEDCROP']._serialized_start=296
+  _globals['_ALIGNEDCROP']._serialized_end=392
+  _globals['_DETECTEDFACE']._serialized_start=395
+  _globals['_DETECTEDFACE']._serialized_end=564
+  _globals['_DETECTFACESRESPONSE']._serialized_start=567
+  _globals['_DETECTFACESRESPONSE']._serialized_end=725
+  _globals['_FACELANDMARK']._serialized_start=728
+  _globals['_FACELANDMARK']._serialized_end=931
 # @@protoc_insertion_point(module_scope)

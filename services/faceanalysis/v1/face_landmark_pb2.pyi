@@ -18,18 +18,20 @@ class RawImage(_message.Message):
     def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., bgr: _Optional[bytes] = ...) -> None: ...
 
 class DetectFacesRequest(_message.Message):
-    __slots__ = ("image", "detection_threshold", "min_face", "skip_landmarks", "skip_crops")
+    __slots__ = ("image", "detection_threshold", "min_face", "skip_landmarks", "skip_crops", "face_size")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     DETECTION_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     MIN_FACE_FIELD_NUMBER: _ClassVar[int]
     SKIP_LANDMARKS_FIELD_NUMBER: _ClassVar[int]
     SKIP_CROPS_FIELD_NUMBER: _ClassVar[int]
+    FACE_SIZE_FIELD_NUMBER: _ClassVar[int]
     image: bytes
     detection_threshold: float
     min_face: int
     skip_landmarks: bool
     skip_crops: bool
-    def __init__(self, image: _Optional[bytes] = ..., detection_threshold: _Optional[float] = ..., min_face: _Optional[int] = ..., skip_landmarks: _Optional[bool] = ..., skip_crops: _Optional[bool] = ...) -> None: ...
+    face_size: int
+    def __init__(self, image: _Optional[bytes] = ..., detection_threshold: _Optional[float] = ..., min_face: _Optional[int] = ..., skip_landmarks: _Optional[bool] = ..., skip_crops: _Optional[bool] = ..., face_size: _Optional[int] = ...) -> None: ...
 
 class AlignedCrop(_message.Message):
     __slots__ = ("image", "face_width", "face_height")
