@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from faceanalysis.face_landmark import alignment
 from faceanalysis.face_landmark.detectors import Detection, YuNetDetector
 from faceanalysis.face_landmark.landmarker import YUNET_FILE, Landmarker
 from tests.support import IMAGES, image
@@ -104,3 +105,33 @@ def test_aligned_crop_levels_the_eyes(models_dir):
     tilt = np.degrees(np.arctan2(right[1] - left[1], right[0] - left[0]))
     assert abs(tilt) < 5
     assert max(face.crop.shape[:2]) <= 512
+
+
+def full_size_crop(bgr, box, angle, size):
+    """The crop by the plain route: turned at full size, then averaged down to `size`."""
+    x, y, w, h = box
+    cx, cy = x + w / 2, y + h / 2
+    out = (int(round(2 * w)), int(round(2 * h)))
+    matrix = cv2.getRotationMatrix2D((cx, cy), angle, 1.0)
+    matrix[:, 2] += (out[0] / 2 - cx, out[1] / 2 - cy)
+    turned = cv2.warpAffine(bgr, matrix, out, flags=cv2.INTER_LINEAR)
+    return cv2.resize(turned, size, interpolation=cv2.INTER_AREA)
+
+
+@pytest.mark.parametrize("face_size", [200, 100, 40])  # shrunk 2x, 4x and 11x
+@pytest.mark.parametrize("where", ["middle", "corner"])
+def test_shrunk_crop_is_the_full_size_crop(models_dir, face_size, where):
+    """A crop shrunk 2x or more is cut from a shrunk copy of its region: the same picture as
+    turning at full size and shrinking afterwards, including the black beyond a corner."""
+    bgr = cv2.imread(str(image("face_recognition/obama.jpg")))
+    (face,) = Landmarker(models_dir).analyze(bgr, crops=False)
+    x, y, w, h = face.box
+    box = (x, y, w, h) if where == "middle" else (-w / 3, -h / 4, w, h)  # a face cut by the corner
+    crop, face_w, face_h = alignment.aligned_crop(bgr, box, 17.0, 448, face_size)
+    assert max(face_w, face_h) == pytest.approx(face_size, abs=1)
+    reference = full_size_crop(bgr, box, 17.0, (crop.shape[1], crop.shape[0]))
+    # Each path blurs a little differently: about 1 grey level apart at 2x, 3 at 11x (a 58 px crop).
+    assert np.abs(crop.astype(int) - reference).mean() < 3.5
+    black = reference.max(axis=2) == 0
+    if where == "corner":
+        assert black.mean() > 0.2 and np.abs(crop[black].astype(int)).mean() < 8
