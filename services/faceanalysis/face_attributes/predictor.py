@@ -116,7 +116,8 @@ def model_session(model_path: Path, threads: int, int8: bool = False):
         # kernels want their weights packed.
         options.add_session_config_entry("session.disable_prepacking", "1")
     return ort.InferenceSession(str(model_path), sess_options=options,
-                                providers=onnx_utils.resolve_providers(ort.get_available_providers()))
+                                providers=onnx_utils.resolve_providers(ort.get_available_providers()),
+                                disabled_optimizers=onnx.disabled_optimizers(int8))
 
 
 def deepface_client(name: str, session):

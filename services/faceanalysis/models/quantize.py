@@ -477,13 +477,12 @@ def quantize_models(weights_dir: Path, calibration_dir: Path, names=NAMES, limit
     return written
 
 
-def _session(path: Path, threads: int):
-    import onnxruntime as ort
+def _session(path: Path, threads: int, int8: bool = False):
+    """A session built as face-attributes builds it to serve the model, so agreement measures
+    what is served."""
+    from faceanalysis.face_attributes.predictor import model_session
 
-    from faceanalysis.runtime import onnx
-
-    return ort.InferenceSession(str(path), sess_options=onnx.session_options(threads),
-                                providers=["CPUExecutionProvider"])
+    return model_session(path, threads, int8)
 
 
 def agreement(weights_dir: Path, eval_dir: Path, names=NAMES, progress: bool = True, *,
@@ -507,7 +506,7 @@ def agreement(weights_dir: Path, eval_dir: Path, names=NAMES, progress: bool = T
         if not quantized.is_file():
             raise models.ModelMissing(f"int8 {name} model is missing: expected {quantized.resolve()}. Run "
                                       f"`faceanalysis models quantize --calibration DIR` first.")
-        sessions[name] = (_session(fp32, threads), _session(quantized, threads))
+        sessions[name] = (_session(fp32, threads), _session(quantized, threads, int8=True))
 
     def run(session, tensor):
         return np.atleast_2d(session.run(None, {session.get_inputs()[0].name: tensor})[0])
