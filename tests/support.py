@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,17 @@ def image(relative: str) -> Path:
     if not path.is_file():
         pytest.fail(f"test photo {path} is missing: the shared folder must sit beside the repository")
     return path
+
+
+def unique_photo(relative: str) -> bytes:
+    """The photo as a PNG no other test sends (its own sha256): nothing cached for it yet."""
+    from PIL import Image, PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("faceanalysis-test", uuid.uuid4().hex)
+    buf = io.BytesIO()
+    Image.open(image(relative)).convert("RGB").save(buf, "PNG", pnginfo=info)
+    return buf.getvalue()
 
 
 SOURCE_SUFFIXES = {".jpg", ".jpeg", ".png"}

@@ -13,8 +13,9 @@ from faceanalysis.face_attributes.predictor import face_size
 from faceanalysis.image_input.fingerprint import ATTRIBUTES, Fingerprint
 from faceanalysis.runtime.channels import Peer
 from faceanalysis.runtime.options import ACTION_VALUES, Options
-from faceanalysis.v1 import common_pb2, face_attributes_pb2_grpc, face_landmark_pb2, face_landmark_pb2_grpc
-from tests.support import image, model_margin
+from faceanalysis.v1 import (common_pb2, face_attributes_pb2_grpc, face_landmark_pb2, face_landmark_pb2_grpc,
+                             image_input_pb2)
+from tests.support import image, model_margin, unique_photo
 
 PORTRAIT = "face_recognition/obama.jpg"  # one face, about 440 px wide: its crops are shrunk
 SMALL = "face_recognition/obama_small.jpg"  # one face about 60 px wide: never enlarged
@@ -72,3 +73,14 @@ def test_image_input_asks_for_the_face_size_of_the_models_that_answer(local_stac
     everything, landmarks_only = asyncio.run(sizes())
     assert everything == face_size(model_margin(models_dir)) == 160  # the stand-ins' 0.4 margin: 224 / 1.4
     assert landmarks_only is None  # no attribute wanted: no crops to size
+
+
+def test_a_result_names_the_face_size_and_is_found_again_in_the_cache(api):
+    """The face size is part of what the result names, so the cache key holds it: the lookup
+    (before face-landmark is called) and the stored result must agree on it, or nothing hits."""
+    request = image_input_pb2.AnalyzeImageRequest(image=unique_photo(PORTRAIT))
+    first = api.AnalyzeImage(request, timeout=120).result
+    (landmarks,) = [m for m in first.models if m.task == "landmarks"]
+    assert dict(landmarks.parameters) == {"crop_size": "448", "face_size": "160"}
+    again = api.AnalyzeImage(request, timeout=120).result
+    assert again.cached and again.analysis_id == first.analysis_id

@@ -86,7 +86,8 @@ def test_results_name_each_models_sha256_and_settings(analyzed, models_dir):
         assert dict(by_task[task].parameters) == {"face_margin": "0.4", "precision": "fp32", "face_size": "160"}, task
     assert dict(by_task["face_detection"].parameters) == {
         "detection_threshold": "0.9", "detection_max_side": "640", "detection_min_face": "48"}
-    assert dict(by_task["landmarks"].parameters) == {"crop_size": "448"}
+    # Crops shrunk to the face size the stand-ins' 0.4 margin needs: 224 / 1.4.
+    assert dict(by_task["landmarks"].parameters) == {"crop_size": "448", "face_size": "160"}
 
 
 def test_obama_smiles(analyzed):

@@ -5,17 +5,14 @@ INVALID_ARGUMENT before anything is called or stored."""
 
 from __future__ import annotations
 
-import io
 import urllib.request
-import uuid
 
 import grpc
 import pytest
-from PIL import Image, PngImagePlugin
 from prometheus_client.parser import text_string_to_metric_families
 
 from faceanalysis.v1 import common_pb2, image_input_pb2
-from tests.support import image
+from tests.support import image, unique_photo
 
 A = common_pb2
 GROUP = "misc/t1.jpg"  # 6 faces, YuNet scores 0.906-0.929
@@ -32,15 +29,6 @@ def analyze(api, data: bytes, **options) -> common_pb2.AnalysisResult:
 
 def photo(relative: str) -> bytes:
     return image(relative).read_bytes()
-
-
-def unique_photo(relative: str) -> bytes:
-    """The photo as a PNG no other test sends (its own sha256): nothing cached for it yet."""
-    info = PngImagePlugin.PngInfo()
-    info.add_text("test-options", uuid.uuid4().hex)
-    buf = io.BytesIO()
-    Image.open(image(relative)).convert("RGB").save(buf, "PNG", pnginfo=info)
-    return buf.getvalue()
 
 
 def scrape(url: str) -> dict[tuple, float]:

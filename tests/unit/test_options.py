@@ -109,6 +109,16 @@ def test_answering_models_are_those_the_actions_need_with_the_parameters_they_ra
     assert DetectOptions(landmarks=False, crops=False).describe(DLIB) is None
 
 
+def test_the_face_size_crops_are_shrunk_to_is_named_and_keyed():
+    sized = parse().answering_models(DESCRIBED, face_size=160)
+    assert dict(sized[1].parameters) == {"face_size": "160"} and not DLIB.parameters  # a copy, named
+    assert sized[0] == YUNET and sized[2:] == ATTRIBUTES  # nothing else changes
+    assert fingerprint.digest(sized) != fingerprint.digest(parse().answering_models(DESCRIBED))
+    # No crops (landmarks only): no face size to name, whatever was asked.
+    landmarks = parse(actions=[A.ACTION_LANDMARKS]).answering_models(DESCRIBED, face_size=160)
+    assert landmarks == [YUNET, DLIB]
+
+
 def test_cache_keys_follow_the_options_that_change_the_answer():
     def key(**fields) -> str:
         opts = parse(**fields)

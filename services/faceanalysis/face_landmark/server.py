@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 
 import cv2
 import grpc
@@ -84,7 +83,7 @@ class FaceLandmarkServicer(face_landmark_pb2_grpc.FaceLandmarkServicer):
                         f"the face detector cannot process a {header.width}x{header.height} image: "
                         f"{err.err or err}") from None
             # The models as this request ran them (its threshold and min_face), and only those that ran.
-            models = self.model_infos if replace(wanted, face_size=None) == DetectOptions() else [
+            models = self.model_infos if wanted == DetectOptions() else [
                 m for m in map(wanted.describe, self.model_infos) if m is not None]
             response = face_landmark_pb2.DetectFacesResponse(
                 faces=[to_message(f) for f in faces], models=models, timings=timings)

@@ -1,10 +1,10 @@
 """What a cached result depends on, besides the image: the models and settings that made it.
 
 Every answer of face-landmark and face-attributes names its models (file, sha256, and the
-parameters that shape them: margin, precision, detection threshold and sizes, crop size). The
-cache key is the image's sha256 plus a digest of that list, so new weights, an int8 copy, another
-margin, detector, threshold or crop size miss the cache instead of serving old answers for the
-result TTL. The release version joins them, for changes of the code itself.
+parameters that shape them: margin, precision, detection threshold and sizes, crop size and the
+face size crops are shrunk to). The cache key is the image's sha256 plus a digest of that list,
+so new weights, an int8 copy, another margin, detector, threshold or crop size miss the cache
+instead of serving old answers for the result TTL. The release version joins them, for changes of the code itself.
 
 The request's options that change what is computed join it too (runtime/options.py): only the
 models a request's actions need answer it, with its own detection threshold and min_face as their
@@ -62,11 +62,11 @@ class Fingerprint:
         self._asked = float("-inf")
         self._lock = asyncio.Lock()  # one DescribeModels round at a time, not one per waiting call
 
-    async def current(self, options: Options = Options()) -> str | None:
-        """The digest of the models that would answer a request with `options` now, or None when a
-        peer cannot describe its models right now."""
+    async def current(self, options: Options = Options(), face_size: int | None = None) -> str | None:
+        """The digest of the models that would answer a request with `options` (crops shrunk to
+        `face_size`) now, or None when a peer cannot describe its models right now."""
         models = await self._current_models()
-        return None if models is None else digest(options.answering_models(models))
+        return None if models is None else digest(options.answering_models(models, face_size))
 
     async def _current_models(self) -> list[common_pb2.ModelInfo] | None:
         if time.monotonic() - self._asked < self.refresh_seconds:

@@ -85,13 +85,14 @@ class Pipeline:
         # The key: the image, the models (with their settings) that answer for it under these options,
         # and the actions asked for; see fingerprint.py.
         use_cache = not options.skip_cache and not options.no_store
-        if use_cache and (models_now := await self.fingerprint.current(options)) is not None:
+        # Crops at the size face-attributes' models use, not larger: less to warp, send and shrink.
+        face_size = await self.fingerprint.face_size(options)
+        if use_cache and (models_now := await self.fingerprint.current(options, face_size)) is not None:
             hit = await self._cached(tenant, fingerprint.cache_key(header.sha256, models_now, options), deadline)
             if hit is not None:
                 return hit
 
-        # Crops at the size face-attributes' models use, not larger: less to warp, send and shrink.
-        wanted = replace(options.detect, face_size=await self.fingerprint.face_size(options))
+        wanted = replace(options.detect, face_size=face_size)
         detected = await self.landmark.call("DetectFaces", wanted.request(data), deadline, client_input=True)
         attrs = face_attributes_pb2.PredictAttributesResponse()
         called_attributes = bool(detected.faces and options.attribute_tasks)

@@ -15,7 +15,7 @@ answers, and image-input derives the cache key from the same list (image_input/f
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import grpc
 
@@ -105,8 +105,9 @@ class DetectOptions:
     landmarks: bool = True  # return the 68 points
     crops: bool = True  # return aligned crops (face-attributes has work to do)
     # The longest face side the attribute models need in a crop (None: CROP_SIZE alone). Not a
-    # client's option, and not part of the cache key: image-input derives it from face-attributes'
-    # models, whose margins (which decide it) are in the key already.
+    # client's option: image-input derives it from face-attributes' models. The landmark model's
+    # entry names it, so it is in the cache key (for the 30 s after a model change in which
+    # image-input may still ask for the old models' size, results get a key of their own).
     face_size: int | None = None
 
     @classmethod
@@ -128,19 +129,25 @@ class DetectOptions:
     def describe(self, model: common_pb2.ModelInfo) -> common_pb2.ModelInfo | None:
         """`model` (one of face-landmark's) as it answers under these options, with the parameters it
         ran with; None when it does not run. The landmark model is named whenever landmarks or crops
-        are asked for: its entry carries the crop size, and crops may be levelled by its eyes."""
+        are asked for: its entry carries the crop size (and the face size crops were shrunk to),
+        and crops may be levelled by its eyes."""
         if model.task == LANDMARKS_TASK and not self.runs_landmarker:
             return None
-        if model.task != DETECTION_TASK or (self.threshold is None and self.min_face is None):
+        changes = {}
+        if model.task == DETECTION_TASK:
+            if self.threshold is not None:
+                changes["detection_threshold"] = models.parameter(self.threshold)
+            if self.min_face is not None:
+                if "detection_min_face" in model.parameters:  # the detectors whose search it sizes (YuNet)
+                    changes["detection_min_face"] = models.parameter(self.min_face)
+                changes["min_face"] = models.parameter(self.min_face)  # smaller faces are dropped
+        elif model.task == LANDMARKS_TASK and self.crops and self.face_size is not None:
+            changes["face_size"] = models.parameter(self.face_size)
+        if not changes:
             return model
         out = common_pb2.ModelInfo()
         out.CopyFrom(model)
-        if self.threshold is not None:
-            out.parameters["detection_threshold"] = models.parameter(self.threshold)
-        if self.min_face is not None:
-            if "detection_min_face" in out.parameters:  # the detectors whose search it sizes (YuNet)
-                out.parameters["detection_min_face"] = models.parameter(self.min_face)
-            out.parameters["min_face"] = models.parameter(self.min_face)  # smaller faces are dropped
+        out.parameters.update(changes)
         return out
 
 
@@ -173,15 +180,18 @@ class Options:
         values = [] if len(tasks) == len(ATTRIBUTE_TASKS) else [ACTION_VALUES[t] for t in tasks]
         return face_attributes_pb2.PredictAttributesRequest(crops=crops, tasks=values)
 
-    def answering_models(self, described: Iterable[common_pb2.ModelInfo]) -> list[common_pb2.ModelInfo]:
+    def answering_models(self, described: Iterable[common_pb2.ModelInfo],
+                         face_size: int | None = None) -> list[common_pb2.ModelInfo]:
         """Of the peers' models (as DescribeModels lists them), those that answer a request with these
-        options, with the parameters they run with: what the result will name."""
+        options, with the parameters they run with: what the result will name. `face_size`: what
+        image-input asks face-landmark to shrink crops to (DetectOptions.face_size)."""
+        detect = replace(self.detect, face_size=face_size)
         out = []
         for model in described:
             if model.task in ATTRIBUTE_TASKS:
                 if model.task in self.actions:
                     out.append(model)
-            elif (answering := self.detect.describe(model)) is not None:
+            elif (answering := detect.describe(model)) is not None:
                 out.append(answering)
         return out
 
