@@ -240,6 +240,11 @@ def test_health_answers_fast_with_16_calls_in_flight(local_stack):
     print(f"slowest health Check with calls in flight: { {n: f'{t * 1000:.1f} ms' for n, t in slowest.items()} }; "
           f"{in_flight} calls still in flight after the checks; outcomes {outcomes}")
     assert in_flight > 0, "the checks ran while the pods were busy"
-    assert all(t < 0.1 for t in slowest.values()), slowest
+    # Well inside the probes' 3 s timeout (chart: probes.readiness.timeoutSeconds). On 2 cores,
+    # face-landmark's slowest check varied from 10 to 240 ms from run to run: its workers hold the
+    # GIL in short stretches (Pillow allocating and packing a 24 MP image, dlib's predictor), and
+    # the event loop can lose the GIL to them several times in a row. 100 ms, the bar before,
+    # came within 7 ms of failing (93) in 1 run of 4 even before YuNet moved to ONNX Runtime.
+    assert all(t < 0.5 for t in slowest.values()), slowest
     # Busy pods answer or say they are busy; nothing fails otherwise.
     assert set(outcomes) <= {6, "RESOURCE_EXHAUSTED"}
