@@ -38,10 +38,5 @@ if [[ -z "$digest" ]]; then
 fi
 
 chart="$REGISTRY/charts/faceanalysis"
-cosign sign --yes "$chart@$digest"
-identity="${GITHUB_SERVER_URL:?}/${GITHUB_REPOSITORY:?}/.github/workflows/release.yaml@${GITHUB_REF:?}"
-cosign verify "$chart@$digest" \
-  --certificate-oidc-issuer https://token.actions.githubusercontent.com \
-  --certificate-identity "$identity" \
-  >/dev/null
+bash .github/scripts/cosign-sign.sh "$chart@$digest"
 echo "published and signed oci://$chart:$VERSION ($digest)"

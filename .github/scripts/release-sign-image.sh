@@ -12,13 +12,7 @@ if [[ ! "$DIGEST" =~ ^sha256:[0-9a-f]{64}$ ]]; then
   exit 1
 fi
 
-cosign sign --yes "$IMAGE@$DIGEST"
-identity="${GITHUB_SERVER_URL:?}/${GITHUB_REPOSITORY:?}/.github/workflows/release.yaml@${GITHUB_REF:?}"
-# The identity README.md tells users to verify: this workflow file at this tag.
-cosign verify "$IMAGE@$DIGEST" \
-  --certificate-oidc-issuer https://token.actions.githubusercontent.com \
-  --certificate-identity "$identity" \
-  >/dev/null
+bash .github/scripts/cosign-sign.sh "$IMAGE@$DIGEST"
 mkdir -p digests
 printf '%s' "$DIGEST" >"digests/$SERVICE"
 echo "signed $IMAGE@$DIGEST"
