@@ -139,20 +139,19 @@ def _actions(text: str) -> list[str]:
     return _checked(actions=[a.strip() for a in text.split(",") if a.strip()])
 
 
-def _detection_threshold(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    return _checked(detection_threshold=value)
+def _numeric(option: str, kind: type, noun: str):
+    """An argparse type for one numeric option: parsed as `kind`, then the client's checks."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {noun}: {text!r}") from None
+        return _checked(**{option: value})
+    return parse
 
 
-def _min_face(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    return _checked(min_face=value)
+_detection_threshold = _numeric("detection_threshold", float, "a number")
+_min_face = _numeric("min_face", int, "a whole number")
 
 
 def cmd_visualize(args) -> int:
