@@ -17,7 +17,7 @@ from faceanalysis.v1 import (common_pb2, face_attributes_pb2_grpc, face_landmark
                              image_input_pb2)
 from tests.support import image, model_margin, unique_photo
 
-PORTRAIT = "face_recognition/obama.jpg"  # one face, about 440 px wide: its crops are shrunk
+PORTRAIT = "face_recognition/obama.jpg"  # one face, its box 240x329 px: its crops are shrunk
 SMALL = "face_recognition/obama_small.jpg"  # one face about 60 px wide: never enlarged
 
 
