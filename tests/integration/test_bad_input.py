@@ -195,22 +195,51 @@ def test_extreme_aspect_ratios_never_fail_inside_the_server(api, size):
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
 
 
-def test_cancelled_streams_are_counted_as_cancelled(local_stack):
+def large_photo_png() -> bytes:
+    """Obama's photo scaled to 4000 px wide: seconds of work, so a cancel lands while it runs."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(image("face_recognition/obama.jpg")) as img:
+        big = img.convert("RGB").resize((4000, round(4000 * img.height / img.width)))
+    buf = io.BytesIO()
+    big.save(buf, "PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def test_streams_cancelled_mid_work_are_counted_as_cancelled_and_leak_nothing(local_stack):
+    """A client that cancels while a photo is being worked on: CANCELLED in the metrics, and the
+    pod's work gauge (the autoscaling signal) back to zero.
+
+    (A cancel that lands after every answer was delivered and while the server waits for the next
+    request reaches grpc.aio's handler as a plain end of requests, so that stream may count as OK;
+    this test cancels while work is outstanding.)
+    """
     url = local_stack.metrics_urls["image-input"]
     key = ("faceanalysis_grpc_requests_total",
            (("code", "CANCELLED"), ("method", "AnalyzeImages"), ("service", "image-input")))
+    work = ("faceanalysis_work_in_flight", (("service", "image-input"),))
+    options = common_pb2.AnalysisOptions(no_store=True)
+    big = large_photo_png()
 
-    async def cancel_one() -> None:
+    async def cancel_mid_work() -> None:
         async with grpc.aio.insecure_channel(local_stack.target("image-input")) as channel:
             call = image_input_pb2_grpc.FaceAnalysisStub(channel).AnalyzeImages()
-            await call.write(image_input_pb2.AnalyzeImageRequest(image=obama_bytes(),
-                                                                 options=common_pb2.AnalysisOptions(no_store=True)))
+            await call.write(image_input_pb2.AnalyzeImageRequest(image=obama_bytes(), options=options))
             await call.read()
+            await call.write(image_input_pb2.AnalyzeImageRequest(image=big, options=options))
+            deadline = time.monotonic() + 10
+            while scrape(url).get(work, 0) < 1 and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            assert scrape(url).get(work, 0) >= 1, "the large photo was never admitted"
             call.cancel()
 
     before = scrape(url).get(key, 0)
-    asyncio.run(cancel_one())
-    deadline = time.monotonic() + 5
-    while scrape(url).get(key, 0) == before and time.monotonic() < deadline:
+    asyncio.run(cancel_mid_work())
+    deadline = time.monotonic() + 10
+    while (scrape(url).get(key, 0) == before or scrape(url).get(work, 0) != 0) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert scrape(url).get(key, 0) == before + 1
+    after = scrape(url)
+    assert after.get(key, 0) == before + 1
+    assert after.get(work, 0) == 0
