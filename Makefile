@@ -18,9 +18,10 @@ VENV ?= .venv
 PY ?= $(VENV)/bin/python
 FA ?= $(VENV)/bin/faceanalysis
 PYTHON ?= python3
-# Photos for `make run`: data/ when you have put photos there, else the shared sample photos beside
-# the repository (../shared/images; they stay there, the repository carries no photos).
-IMAGES ?= $(if $(wildcard data/*),data/,$(if $(wildcard ../shared/images),../shared/images,data/))
+# Photos for `make run`: data/ ships four public-domain sample photos (data/SOURCES.md); put yours
+# there or pass IMAGES=<folder>. RUN_FLAGS go to `faceanalysis run` (--workdir, --random-ports, ...).
+IMAGES ?= data/
+RUN_FLAGS ?=
 PYTEST_FLAGS ?=
 BENCH_FLAGS ?=
 
@@ -62,7 +63,7 @@ models: install  ## pull every model file (verifies sha256)
 	$(FA) models pull
 
 run: models  ## local stack + analyze $(IMAGES): JSON in storage/results, pictures in output/
-	$(FA) run $(IMAGES) --out storage/results --pictures output
+	$(FA) run $(IMAGES) --out storage/results --pictures output $(RUN_FLAGS)
 
 up: models  ## Redis and the four services on localhost:50050-50053 until Ctrl-C
 	$(FA) up

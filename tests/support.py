@@ -109,3 +109,7 @@ def distinct_photos(folder: Path, count: int, longest_side: int = 640) -> list[P
         path.write_bytes(data)
         files.append(path)
     return files
+
+
+# The preprocessing face-attributes feeds DeepFace's models, as each attribute result names it.
+FED_PREPROCESSING = {"input_size": "[224,224]", "color_order": "BGR", "pixel_range": "[0,1]"}

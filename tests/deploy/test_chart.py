@@ -7,7 +7,7 @@ import helm_python as helm
 import pytest
 import yaml
 
-from .chart import CHART, SUBCHARTS, VARIANTS, kube_versions, merge, render
+from .chart import CHART, SUBCHARTS, VARIANTS, kube_versions, kubernetes_validate, merge, render
 
 # The oldest version Chart.yaml's kubeVersion admits and the newest kubernetes-validate knows.
 KUBE_VERSIONS = [f"v{v}" for v in kube_versions()]
@@ -247,3 +247,51 @@ def test_models_from_a_shared_volume_are_verified_not_pulled():
 def test_a_shared_models_volume_must_be_named():
     with pytest.raises(helm.HelmError, match="global.models.source=volume needs global.models.volume"):
         render({"global": {"models": {"source": "volume"}}})
+
+
+def _model_pods(rendered):
+    for service in ("face-landmark", "face-attributes"):
+        yield service, rendered.get("Deployment", f"fa-{service}")["spec"]["template"]["spec"]
+
+
+def test_models_from_an_image_volume_are_verified_not_pulled(tmp_path):
+    """global.models.volume may be any volume source, e.g. an OCI image of the files (Kubernetes
+    1.33+ image volumes): its reference and pull policy reach every model pod as they were given."""
+    source = {"image": {"reference": "registry.example/faceanalysis-models:1", "pullPolicy": "IfNotPresent"}}
+    rendered = render({"global": {"models": {"source": "volume", "volume": source}}})
+    for service, pod in _model_pods(rendered):
+        (volume,) = [v for v in pod["volumes"] if v["name"] == "models"]
+        assert volume == {"name": "models", **source}  # no emptyDir, nothing added or dropped
+        (init,) = pod["initContainers"]
+        assert init["command"] == ["faceanalysis", "models", "verify", "--only", service]
+        assert {"name": "models", "mountPath": "/models", "readOnly": True} in init["volumeMounts"]
+        mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "models")
+        assert mount["readOnly"] is True  # image volumes are read-only
+    # The Deployments are valid at the newest Kubernetes the schemas know (image volumes are not in the oldest).
+    deployments = yaml.safe_dump_all([rendered.get("Deployment", f"fa-{s}") for s, _ in _model_pods(rendered)])
+    problems = kubernetes_validate({"image-volume": deployments}, kube_versions()[-1], tmp_path)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("source,action", [("initContainer", "pull"), ("volume", "verify")])
+def test_allow_unverified_reaches_the_models_init_container(source, action):
+    """global.models.allowUnverified: the pull (or verify) init container accepts files no hash
+    vouches for (DeepFace's official weights) through FACEANALYSIS_ALLOW_UNVERIFIED_MODELS."""
+    claim = {"persistentVolumeClaim": {"claimName": "faceanalysis-models", "readOnly": True}}
+    models = {"source": source, **({"volume": claim} if source == "volume" else {})}
+
+    def init_env(allow: bool | None) -> dict[str, dict]:
+        values = {"global": {"models": {**models, **({} if allow is None else {"allowUnverified": allow})}}}
+        out = {}
+        for service, pod in _model_pods(render(values)):
+            (init,) = pod["initContainers"]
+            assert init["command"] == ["faceanalysis", "models", action, "--only", service]
+            out[service] = {e["name"]: e.get("value") for e in init["env"]}
+        return out
+
+    for service, env in init_env(True).items():
+        assert env["FACEANALYSIS_ALLOW_UNVERIFIED_MODELS"] == "true", service
+        assert env["FACEANALYSIS_MODELS_DIR"] == "/models"
+    for allow in (None, False):
+        for service, env in init_env(allow).items():
+            assert "FACEANALYSIS_ALLOW_UNVERIFIED_MODELS" not in env, (service, allow)

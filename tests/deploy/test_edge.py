@@ -237,7 +237,10 @@ def test_ingress_carries_the_annotations(rendered_variants):
     assert ingress["spec"]["ingressClassName"] == "nginx"
     assert not rendered_variants["ingress"].of_kind("GRPCRoute")
     notes = rendered_variants["ingress"].notes
-    assert "client-body-timeout" in notes and "Ingress" in notes
+    assert 'client-body-timeout to "3600"' in notes and "Ingress" in notes
+    # NOTES.txt names the annotations the chart set, with their values.
+    for key, value in INGRESS_ANNOTATIONS.items():
+        assert f'{key.removeprefix("nginx.ingress.kubernetes.io/")}: "{value}"' in notes, key
     # With TLS on the pods, nginx dials them with TLS.
     tls = rendered_variants["internal-tls"].get("Ingress", II)["metadata"]["annotations"]
     assert tls == {**INGRESS_ANNOTATIONS, "nginx.ingress.kubernetes.io/backend-protocol": "GRPCS"}

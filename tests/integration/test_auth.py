@@ -7,7 +7,11 @@ archive with the shared stack's own `default` tenant (API keys off there).
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 import time
 import uuid
 
@@ -17,6 +21,7 @@ import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from faceanalysis.cli import connect
 from faceanalysis.runtime import auth
 from faceanalysis.v1 import (
     common_pb2,
@@ -27,6 +32,7 @@ from faceanalysis.v1 import (
 )
 from tests.support import image, start_image_input
 
+FA = [sys.executable, "-m", "faceanalysis.cli.main"]
 TENANT_A, TENANT_B = "tenant-a", "tenant-b"
 # Every key this module makes has this shape; none may show up in any log.
 ANY_KEY = re.compile(r"fa_[A-Za-z0-9]{40}")
@@ -140,6 +146,43 @@ def test_no_key_or_a_wrong_key_is_unauthenticated(stub, keys):
     plain = refusal(lambda: stub.ListAnalyses(image_input_pb2.ListAnalysesRequest(),
                                               metadata=(("authorization", keys["a"]),), timeout=10))
     assert plain.code() == grpc.StatusCode.UNAUTHENTICATED and keys["a"] not in plain.details()
+
+
+def cli_analyze(secured, relative: str, *flags: str, env_key: str | None = None) -> subprocess.CompletedProcess:
+    """`faceanalysis analyze --format jsonl` as a user runs it against the keyed image-input, with
+    `env_key` (if any) in FACEANALYSIS_API_KEY. The shell's own connection variables are dropped,
+    so only what the test passes reaches the CLI."""
+    env = {k: v for k, v in os.environ.items() if k not in connect.VARIABLES}
+    if env_key:
+        env[connect.ENV_KEY] = env_key
+    return subprocess.run([*FA, "analyze", str(image(relative)), "--target", secured.target("image-input"),
+                           "--format", "jsonl", "--skip-cache", *flags],
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_the_cli_sends_the_key_from_the_flag_or_the_environment(secured, keys):
+    for how, proc in {
+        "--api-key": cli_analyze(secured, "face_recognition/obama.jpg", "--api-key", keys["a"]),
+        connect.ENV_KEY: cli_analyze(secured, "face_recognition/obama.jpg", env_key=keys["a"]),
+    }.items():
+        assert proc.returncode == 0, f"{how}: {proc.stderr}"
+        [record] = [json.loads(line) for line in proc.stdout.splitlines()]
+        assert len(record["faces"]) == 1 and record["faces"][0]["gender"]["label"] == "GENDER_MAN", how
+        assert keys["a"] not in proc.stdout + proc.stderr, how
+
+
+def test_the_cli_without_a_valid_key_says_so_and_stops(secured, keys):
+    """No retrying for --retry-seconds: a refused key is the user's to fix, said in one line."""
+    wrong = auth.new_key()
+    for how, proc, reason in (
+        ("no key", cli_analyze(secured, "face_recognition/obama.jpg"), auth.MISSING),
+        ("a wrong key", cli_analyze(secured, "face_recognition/obama.jpg", env_key=wrong), auth.UNKNOWN),
+    ):
+        assert proc.returncode == 2, f"{how}: {proc.stderr}"
+        assert proc.stdout == "", how  # no records, not even a failed one
+        assert f"UNAUTHENTICATED: {reason}" in proc.stderr, f"{how}: {proc.stderr}"
+        assert "giving up with 1 of 1 images left" in proc.stderr and "waiting for" not in proc.stderr, how
+        assert "Traceback" not in proc.stderr and wrong not in proc.stderr, f"{how}: {proc.stderr}"
 
 
 def test_a_key_without_the_delete_scope_may_analyze_and_read_but_not_delete(stub, keys):

@@ -1,5 +1,5 @@
 """The result cache is keyed by the image and by the models and settings that answer for it:
-new weights, another margin, detector or threshold miss the cache; the same ones hit it."""
+new weights, another margin, detector, threshold or crop size miss the cache; the same ones hit it."""
 
 from __future__ import annotations
 
@@ -90,6 +90,12 @@ def test_another_detector_misses(stack, analyze):
     restart(stack, "face-landmark", FACEANALYSIS_DETECTOR="haar")
     result = misses_then_hits(analyze)
     assert {m.name for m in result.models} >= {"haar", "dlib_68"}
+
+
+def test_another_crop_size_misses(stack, analyze):
+    restart(stack, "face-landmark", FACEANALYSIS_CROP_SIZE="320")
+    result = misses_then_hits(analyze)
+    assert parameters(result, "dlib_68")["crop_size"] == "320"
 
 
 def test_another_margin_misses(stack, analyze):

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from faceanalysis.v1 import common_pb2, image_input_pb2
-from tests.support import image
+from tests.support import FED_PREPROCESSING as FED, image
 
 FACE_COUNTS = {
     "face_recognition/obama.jpg": 1,
@@ -60,8 +60,8 @@ def test_face_count(analyzed, name, count):
 
 
 def test_genders_of_known_faces(analyzed):
-    # The stand-in SSR-Net gender model is right on 18 of these 19 faces (shared/models/README.md:
-    # t1's fourth face is the known miss). Allow that one, and no other.
+    # The stand-in SSR-Net gender model is right on 16 of these 17 faces (t1's fourth face is the
+    # known miss, shared/models/README.md). Allow that one, and no other.
     wrong = []
     for name, expected in GENDERS.items():
         got = [f.gender.label for f in analyzed[name].faces]
@@ -83,7 +83,7 @@ def test_results_name_each_models_sha256_and_settings(analyzed, models_dir):
     for model in result.models:
         assert model.sha256 == installed[model.file], model.name
     for task in ("age", "gender", "emotion"):
-        assert dict(by_task[task].parameters) == {"face_margin": "0.4", "precision": "fp32", "face_size": "160"}, task
+        assert dict(by_task[task].parameters) == {"face_margin": "0.4", **FED, "precision": "fp32", "face_size": "160"}, task
     assert dict(by_task["face_detection"].parameters) == {
         "detection_threshold": "0.9", "detection_max_side": "640", "detection_min_face": "48"}
     # Crops shrunk to the face size the stand-ins' 0.4 margin needs: 224 / 1.4.

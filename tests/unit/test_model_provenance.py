@@ -18,7 +18,7 @@ from faceanalysis.models import provenance
 from faceanalysis.models.pull import PullError, pull
 from faceanalysis.runtime import config, rawimage
 from faceanalysis.v1 import face_landmark_pb2
-from tests.support import MIRROR
+from tests.support import FED_PREPROCESSING as FED, MIRROR
 
 THREADS = 1
 SUMS = {name: h for h, name in (line.split() for line in (MIRROR / "SHA256SUMS").read_text().splitlines())}
@@ -80,7 +80,7 @@ def test_stand_ins_run_at_their_own_margin_without_a_record(models_dir, tmp_path
         assert prov.identity == "variant" and prov.preprocessing_from.startswith("manifest variant"), name
     infos = {m.task: m for m in predictor.model_infos}
     assert infos["age"].sha256 == SUMS["age_model_weights.onnx"]
-    assert infos["gender"].parameters == {"face_margin": "0.4", "precision": "fp32", "face_size": "160"}
+    assert infos["gender"].parameters == {"face_margin": "0.4", **FED, "precision": "fp32", "face_size": "160"}
 
 
 def test_an_explicit_margin_overrides_and_is_logged(models_dir, caplog):

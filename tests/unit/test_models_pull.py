@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import http.server
 import json
+import logging
 import os
 import shutil
 import subprocess
 import sys
 import threading
+import urllib.error
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,7 +22,7 @@ import pytest
 
 from faceanalysis import models
 from faceanalysis.models import provenance, verify
-from faceanalysis.models.pull import PullError, parse_sums, pull, sha256_of
+from faceanalysis.models.pull import PullError, parse_sums, pull, pull_file, sha256_of
 from tests.support import MIRROR
 
 
@@ -153,9 +157,25 @@ def test_pull_from_url_mirror_reads_its_override_and_refuses_wrong_bytes(tmp_pat
     assert (fresh / ".deepface" / "weights" / "age_model_weights.onnx").is_file()  # the others came
 
 
-def test_without_sums_the_manifest_hashes_verify_and_other_bytes_are_refused(tmp_path):
+@pytest.fixture
+def no_internet(monkeypatch):
+    """Only localhost answers: the official URLs a refused mirror file falls back to fail at once
+    (as they do on the machines these tests run on), and never download hundreds of MB."""
+    real = urllib.request.urlopen
+
+    def urlopen(url, *args, **kwargs):
+        full = url if isinstance(url, str) else url.full_url
+        if not full.startswith(("http://127.0.0.1", "file://")):
+            raise urllib.error.URLError("no internet in this test")
+        return real(url, *args, **kwargs)
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+
+
+def test_without_sums_the_manifest_hashes_verify_and_other_bytes_are_refused(tmp_path, no_internet):
     """A mirror with no SHA256SUMS: its stand-ins are verified by the manifest's variant hashes; a
-    file that is neither official nor a known variant is refused."""
+    file that is neither official nor a known variant is refused (DeepFace's slots record no
+    official sha256, so such bytes are unverified rather than a mismatch)."""
     mirror = copied_mirror(tmp_path, sums=False)
     target = tmp_path / "models"
     outcomes = pull(target, service="face-attributes", mirror_location=str(mirror), progress=False)
@@ -163,48 +183,130 @@ def test_without_sums_the_manifest_hashes_verify_and_other_bytes_are_refused(tmp
     age = mirror / "age_model_weights.onnx"
     age.write_bytes(age.read_bytes() + b"\0")
     fresh = tmp_path / "fresh"
-    with pytest.raises(PullError, match="sha256 mismatch") as err:
+    with pytest.raises(PullError, match="refused: no hash can verify it") as err:
         pull(fresh, service="face-attributes", mirror_location=str(mirror), progress=False)
-    assert "known variants" in str(err.value)
+    assert "no known variant" in str(err.value) and sha256_of(age) in str(err.value)
     assert nothing_installed(fresh, "age_model_weights.onnx")
 
 
-@pytest.fixture
-def unhashed(monkeypatch):
-    """The manifest as it would be if nothing were known about the age model's bytes."""
-    age = replace(models.manifest().get("age_model_weights.onnx"), sha256=None, variants=(),
-                  unverified_reason="test: no hash known")
-    manifest = models.Manifest((age,))
-    monkeypatch.setattr("faceanalysis.models.pull.manifest", lambda: manifest)
-    monkeypatch.setattr("faceanalysis.models.manifest", lambda: manifest)
-    return age
+# Bytes in the age model's slot that no hash in the manifest knows: what DeepFace's official
+# weights are to this manifest (it records no sha256 for them, only the stand-ins' as variants).
+UNKNOWN_AGE = b"not a model any hash in the manifest knows: the official DeepFace age weights, say\n" * 512
 
 
-def test_a_file_no_hash_covers_is_refused_unless_allowed(tmp_path, unhashed):
+def mirror_with_unknown_age(tmp_path: Path) -> Path:
     mirror = copied_mirror(tmp_path, sums=False)
-    target = tmp_path / "models"
-    with pytest.raises(PullError, match="refused: no hash can verify it") as err:
-        pull(target, mirror_location=str(mirror), progress=False)
-    assert "--allow-unverified" in str(err.value) and "test: no hash known" in str(err.value)
-    assert nothing_installed(target, "age_model_weights.onnx")
+    (mirror / "age_model_weights.onnx").write_bytes(UNKNOWN_AGE)
+    return mirror
 
-    (outcome,) = pull(target, mirror_location=str(mirror), progress=False, allow_unverified=True)
-    assert not outcome.verified and outcome.provenance.verified_by is None
-    assert outcome.provenance.identity == models.UNKNOWN
-    assert outcome.provenance.preprocessing["face_margin"] == 0.0  # the official weights' (nothing else known)
-    assert provenance.read_record(target)[unhashed.path]["sha256"] == sha256_of(unhashed.location(target))
-    # verify: unverified is a problem unless allowed.
-    (check,) = verify.verify(target)
-    assert check.status == verify.UNVERIFIED and "test: no hash known" in check.note
-    (check,) = verify.verify(target, allow_unverified=True)
-    assert check.ok
+
+def test_unhashed_official_weights_are_refused_unless_unverified_files_are_allowed(tmp_path, no_internet, caplog):
+    """DeepFace's slots record no official sha256 but list stand-in variants: bytes that are no
+    variant (the real official file) are refused, saying how to allow them, and installed with a
+    warning naming their sha256 when unverified files are allowed."""
+    entry = models.manifest().get("age_model_weights.onnx")
+    assert entry.sha256 is None and entry.variants  # the case this covers: the real manifest, not a patched one
+    actual = hashlib.sha256(UNKNOWN_AGE).hexdigest()
+    assert actual not in {h for f in models.manifest().files for h in f.known_hashes}
+    mirror = mirror_with_unknown_age(tmp_path)
+    target = tmp_path / "models"
+
+    # (1) Not allowed: refused, saying why and what to do; nothing of it is left behind.
+    with pytest.raises(PullError, match="refused: no hash can verify it") as err:
+        pull(target, service="face-attributes", mirror_location=str(mirror), progress=False)
+    message = str(err.value)
+    assert "sha256 mismatch" not in message  # nothing contradicts a hash: it is unverifiable
+    assert actual in message and entry.unverified_reason in message and "no known variant" in message
+    for how in ("--allow-unverified", "FACEANALYSIS_ALLOW_UNVERIFIED_MODELS", "global.models.allowUnverified",
+                "ALLOW_UNVERIFIED_MODELS=true"):
+        assert how in message
+    assert nothing_installed(target, "age_model_weights.onnx")
+    assert (target / ".deepface" / "weights" / "gender_model_weights.onnx").is_file()  # the stand-ins came
+
+    # (2) Allowed: installed, unverified, with the official weights' preprocessing and a warning naming its sha256.
+    with caplog.at_level(logging.WARNING, logger="faceanalysis.models.pull"):
+        outcomes = {o.name: o for o in pull(target, service="face-attributes", mirror_location=str(mirror),
+                                             progress=False, allow_unverified=True)}
+    age = outcomes["age_model_weights.onnx"]
+    assert not age.skipped and not age.verified and age.provenance.verified_by is None
+    assert sha256_of(entry.location(target)) == actual == age.sha256
+    assert age.provenance.identity == models.UNKNOWN
+    assert age.provenance.preprocessing == entry.preprocessing  # face_margin 0.0: the official weights'
+    assert all(o.verified for n, o in outcomes.items() if n != entry.name)
+    (warning,) = [r.getMessage() for r in caplog.records if "UNVERIFIED" in r.getMessage()]
+    assert actual in warning and entry.name in warning and "installed" in warning
+    assert provenance.read_record(target)[entry.path]["sha256"] == actual
+    assert f"{actual}  {entry.path}" in (target / "SHA256SUMS").read_text()
+    assert not list((target / ".deepface" / "weights").glob(".age*")), "no temporary file left behind"
+
+    # Pulled again with unverified files allowed, it is kept (with the warning again).
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="faceanalysis.models.pull"):
+        again = {o.name: o for o in pull(target, service="face-attributes", mirror_location=str(mirror),
+                                          progress=False, allow_unverified=True)}
+    assert again[entry.name].skipped and not again[entry.name].verified
+    assert any(actual in r.getMessage() and "kept" in r.getMessage() for r in caplog.records)
     # A pull that does not allow it keeps nothing it cannot verify: it fails, and says why.
-    with pytest.raises(PullError, match="refused"):
-        pull(target, mirror_location=str(mirror), progress=False)
-    # With the mirror's SHA256SUMS the same bytes are verified.
-    shutil.copyfile(MIRROR / "SHA256SUMS", mirror / "SHA256SUMS")
-    (outcome,) = pull(target, mirror_location=str(mirror), progress=False)
-    assert outcome.verified and outcome.provenance.verified_by == "mirror SHA256SUMS"
+    with pytest.raises(PullError, match="refused: no hash can verify it"):
+        pull(target, service="face-attributes", mirror_location=str(mirror), progress=False)
+    # With the mirror's SHA256SUMS listing them, the same bytes are verified.
+    (mirror / "SHA256SUMS").write_text(f"{actual}  age_model_weights.onnx\n")
+    outcomes = {o.name: o for o in pull(target, service="face-attributes", mirror_location=str(mirror),
+                                        progress=False)}
+    assert outcomes[entry.name].verified and outcomes[entry.name].provenance.verified_by == "mirror SHA256SUMS"
+
+
+def test_the_cli_installs_unhashed_official_weights_with_a_warning_when_allowed(tmp_path):
+    """What a docker bake (BAKE_MODELS=true ALLOW_UNVERIFIED_MODELS=true) and the chart's pull init
+    container (global.models.allowUnverified) run: `models pull` with the variable set."""
+    mirror = mirror_with_unknown_age(tmp_path)
+    actual = hashlib.sha256(UNKNOWN_AGE).hexdigest()
+    env = dict(os.environ, FACEANALYSIS_ALLOW_UNVERIFIED_MODELS="true", FACEANALYSIS_MODEL_MIRROR=str(mirror))
+    proc = faceanalysis("models", "pull", "--only", "face-attributes", "--dir", str(tmp_path / "m"), "--quiet",
+                        env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "sha256 UNVERIFIED (allowed)" in proc.stdout
+    assert any("UNVERIFIED" in line and actual in line for line in proc.stderr.splitlines()), proc.stderr
+
+
+def test_allowing_unverified_files_never_overrides_a_recorded_official_sha256(tmp_path, no_internet):
+    """YuNet's slot records the official file's sha256: other bytes are tampering, refused with
+    unverified files allowed too, and leave nothing behind."""
+    entry = models.manifest().get("face_detection_yunet_2023mar.onnx")
+    assert entry.sha256
+    mirror = copied_mirror(tmp_path, sums=False)
+    (mirror / entry.name).write_bytes(b"not YuNet" * 1000)
+    target = tmp_path / "models"
+    with pytest.raises(PullError, match="sha256 mismatch") as err:
+        pull(target, service="face-landmark", mirror_location=str(mirror), progress=False, allow_unverified=True)
+    assert entry.name in str(err.value) and entry.sha256 in str(err.value)
+    assert not entry.location(target).exists() and not list(target.glob(f".{entry.name}*"))
+    assert entry.path not in provenance.read_record(target)
+    assert entry.path not in parse_sums((target / "SHA256SUMS").read_text())
+
+    # Nor is such a file kept because a record says it was once installed unverified.
+    entry.location(target).write_bytes(b"not YuNet" * 1000)
+    provenance.update_record(target, [provenance.identify(entry, entry.path, sha256_of(entry.location(target)),
+                                                          verified_by=None, source="somewhere")])
+    with pytest.raises(PullError, match="sha256 mismatch"):
+        pull(target, service="face-landmark", mirror_location=str(mirror), progress=False, allow_unverified=True)
+    # verify calls it a mismatch, allowed or not.
+    for allow in (False, True):
+        (check,) = [c for c in verify.verify(target, service="face-landmark", allow_unverified=allow)
+                    if c.path == entry.path]
+        assert check.status == verify.MISMATCH and not check.ok
+
+
+def test_a_slot_no_hash_at_all_could_verify_is_refused_before_downloading(tmp_path):
+    """An entry with neither an official sha256 nor variants: nothing could vouch for any bytes, so
+    without --allow-unverified nothing is fetched at all."""
+    entry = replace(models.manifest().get("age_model_weights.onnx"), sha256=None, variants=(),
+                    unverified_reason="test: no hash known", urls=("http://127.0.0.1:9/never-fetched.onnx",))
+    with pytest.raises(PullError, match="refused: no hash can verify it") as err:
+        pull_file(entry, tmp_path, None, progress=False)
+    assert "test: no hash known" in str(err.value) and "never-fetched" not in str(err.value)
+    assert "--allow-unverified" in str(err.value)
+    assert not entry.location(tmp_path).parent.exists()
 
 
 def faceanalysis(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -235,12 +337,59 @@ def test_verify_says_what_each_file_is(models_dir, tmp_path):
     age.unlink()
     proc = faceanalysis("models", "verify", "--dir", str(broken), "--only", "face-attributes")
     assert proc.returncode == 1 and "MISSING    .deepface/weights/age_model_weights.onnx" in proc.stdout
-    # Not pulled at all (a copied file no record vouches for) and not a known file: a mismatch too.
+    # Not pulled at all (a copied file no record vouches for) and not a known file, in a slot whose
+    # official sha256 the manifest records: a mismatch, unverified files allowed or not.
     bare = tmp_path / "bare"
-    (bare / ".deepface" / "weights").mkdir(parents=True)
-    shutil.copyfile(MIRROR / "gender_model_weights.onnx", bare / ".deepface" / "weights" / "age_model_weights.onnx")
-    (check,) = [c for c in verify.verify(bare, service="face-attributes") if c.path.endswith("age_model_weights.onnx")]
-    assert check.status == verify.MISMATCH and "neither the official file nor a known variant" in check.note
+    bare.mkdir()
+    yunet = models.manifest().get("face_detection_yunet_2023mar.onnx")
+    shutil.copyfile(MIRROR / "face_detection_yunet_2023mar_int8bq.onnx", yunet.location(bare))
+    for allow in (False, True):
+        (check,) = [c for c in verify.verify(bare, service="face-landmark", allow_unverified=allow)
+                    if c.path == yunet.path]
+        assert check.status == verify.MISMATCH and "neither the official file nor a known variant" in check.note
+        assert not check.ok
+
+
+def test_verify_reports_unhashed_official_weights_as_unverified(tmp_path, no_internet):
+    """A file in a DeepFace slot that no hash verifies (the official weights, installed with
+    unverified files allowed, or copied in): UNVERIFIED with its sha256, not MISMATCH; a problem
+    (exit 1) unless unverified files are allowed (the flag, or the variable the chart's
+    global.models.allowUnverified sets on the verify init container)."""
+    entry = models.manifest().get("age_model_weights.onnx")
+    actual = hashlib.sha256(UNKNOWN_AGE).hexdigest()
+    pulled = tmp_path / "pulled"
+    pull(pulled, service="face-attributes", mirror_location=str(mirror_with_unknown_age(tmp_path)), progress=False,
+         allow_unverified=True)
+    copied = tmp_path / "copied"  # a pre-filled volume: files and no record
+    entry.location(copied).parent.mkdir(parents=True)
+    for name in ("gender_model_weights.onnx", "facial_expression_model_weights.onnx"):
+        shutil.copyfile(MIRROR / name, copied / ".deepface" / "weights" / name)
+    entry.location(copied).write_bytes(UNKNOWN_AGE)
+    for models_dir in (pulled, copied):
+        for allow in (False, True):
+            checks = {c.path: c for c in verify.verify(models_dir, service="face-attributes", allow_unverified=allow)}
+            check = checks[entry.path]
+            assert check.status == verify.UNVERIFIED, (models_dir, check)
+            assert check.sha256 == actual and check.verified_by is None and check.ok is allow
+            assert entry.unverified_reason in check.note and actual in check.note
+            assert check.preprocessing == entry.preprocessing  # the official weights'
+            assert all(c.ok and c.status == verify.OK for p, c in checks.items() if p != entry.path)
+            text = verify.report(list(checks.values()))
+            assert f"UNVERIFIED {entry.path}" in text and f"sha256: {actual}" in text
+            assert ("3 of 3 file(s) ok (1 of them UNVERIFIED, allowed)" if allow
+                    else "2 of 3 file(s) ok; 1 problem(s)") in text
+
+        # The command's exit status: 1 unless unverified files are allowed, by the flag or the variable.
+        args = ("models", "verify", "--dir", str(models_dir), "--only", "face-attributes")
+        env = {k: v for k, v in os.environ.items() if k != "FACEANALYSIS_ALLOW_UNVERIFIED_MODELS"}
+        proc = faceanalysis(*args, env=env)
+        assert proc.returncode == 1 and f"UNVERIFIED {entry.path}" in proc.stdout and actual in proc.stdout
+        assert "--allow-unverified" in proc.stdout and "MISMATCH" not in proc.stdout
+        proc = faceanalysis(*args, "--allow-unverified", env=env)
+        assert proc.returncode == 0, proc.stdout
+        assert f"UNVERIFIED {entry.path}" in proc.stdout and actual in proc.stdout
+        proc = faceanalysis(*args, env=dict(env, FACEANALYSIS_ALLOW_UNVERIFIED_MODELS="true"))
+        assert proc.returncode == 0 and f"UNVERIFIED {entry.path}" in proc.stdout, proc.stdout
 
 
 def test_cli_takes_allow_unverified_from_the_flag_and_the_environment(tmp_path):

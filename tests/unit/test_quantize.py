@@ -23,7 +23,7 @@ from faceanalysis.face_attributes.predictor import MODEL_FILES, Predictor, sessi
 from faceanalysis.models import provenance, quantize
 from faceanalysis.runtime import config
 
-from tests.support import IMAGES, SHARED
+from tests.support import FED_PREPROCESSING as FED, IMAGES, SHARED
 
 UTKFACE = SHARED / "eval" / "utkface-dev"
 LANDMARK_FILES = ("face_detection_yunet_2023mar.onnx", "shape_predictor_68_face_landmarks.dat")
@@ -178,7 +178,7 @@ def test_predictor_serves_the_int8_files(quantized, restore_deepface_clients):
     for m in predictor.model_infos:
         name = m.task.capitalize()
         assert m.sha256 == provenance.sha256_of(quantize.int8_path(weights / MODEL_FILES[name])), name
-        assert m.parameters == {"face_margin": "0.4", "precision": "int8", "face_size": "160"}, name
+        assert m.parameters == {"face_margin": "0.4", **FED, "precision": "int8", "face_size": "160"}, name
     faces = np.stack(list(quantize.iter_faces(UTKFACE, quantized, limit=8, progress=False)))
     int8 = predictor.predict(faces)
     fp32 = Predictor(quantized, cpus=THREADS).predict(faces)

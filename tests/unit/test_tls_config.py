@@ -132,7 +132,7 @@ def cli_args(**given) -> argparse.Namespace:
 
 
 def test_cli_options_fall_back_on_the_environment(monkeypatch):
-    for name in (connect.ENV_TLS, connect.ENV_CA, connect.ENV_KEY):
+    for name in connect.VARIABLES:
         monkeypatch.delenv(name, raising=False)
     assert connect.connection(cli_args()) == Connection("edge:443")
     monkeypatch.setenv(connect.ENV_TLS, "1")
@@ -148,4 +148,27 @@ def test_cli_options_fall_back_on_the_environment(monkeypatch):
         connect.connection(cli_args(ca="/x.pem", insecure=True))
     monkeypatch.setenv(connect.ENV_TLS, "maybe")
     with pytest.raises(SystemExit, match="FACEANALYSIS_TLS='maybe': use 1 or 0"):
+        connect.connection(cli_args())
+
+
+def test_cli_insecure_and_authority_fall_back_on_the_environment(monkeypatch, capsys):
+    for name in connect.VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(connect.ENV_INSECURE, "yes")
+    monkeypatch.setenv(connect.ENV_AUTHORITY, "faces.example.com")
+    assert connect.connection(cli_args()) == Connection("edge:443", insecure=True, authority="faces.example.com")
+    # The warning names the variable that turned verification off.
+    assert "warning: FACEANALYSIS_INSECURE=yes: not verifying the certificate of edge:443" in capsys.readouterr().err
+    assert connect.connection(cli_args(authority="other.example.com")).authority == "other.example.com"
+    # An explicit --ca wins over the variable; a CA file from the environment as well is a mistake.
+    assert connect.connection(cli_args(ca="/x.pem")) == Connection("edge:443", ca="/x.pem",
+                                                                   authority="faces.example.com")
+    monkeypatch.setenv(connect.ENV_CA, "/ca.pem")
+    with pytest.raises(SystemExit, match="FACEANALYSIS_CA_FILE and FACEANALYSIS_INSECURE exclude each other"):
+        connect.connection(cli_args())
+    assert connect.connection(cli_args(insecure=True)).ca is None  # the flag still wins
+    monkeypatch.setenv(connect.ENV_INSECURE, "0")
+    assert connect.connection(cli_args()) == Connection("edge:443", ca="/ca.pem", authority="faces.example.com")
+    monkeypatch.setenv(connect.ENV_INSECURE, "maybe")
+    with pytest.raises(SystemExit, match="FACEANALYSIS_INSECURE='maybe': use 1 or 0"):
         connect.connection(cli_args())

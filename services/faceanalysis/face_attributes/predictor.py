@@ -354,11 +354,14 @@ class Predictor:
 
     @property
     def model_infos(self) -> list[models.ServedModel]:
-        """Per model: the file served (so an int8 result says so), its sha256, the settings that
-        shape its answers (its face margin and precision), and the face size it needs in a crop."""
+        """Per model: the file served (so an int8 result says so), its sha256, the preprocessing
+        and settings that shape its answers (face margin, input size, colour order, pixel range,
+        precision), and the face size it needs in a crop."""
+        fed = {key: models.parameter(value) for key, value in SUPPORTED_PREPROCESSING.items()}
         return [models.ServedModel(
             f"deepface_{n.lower()}", n.lower(), self.paths[n].name, self.provenance[n].sha256,
-            {"face_margin": models.parameter(self.margins[n]), "precision": "int8" if n in self.int8 else "fp32",
+            {"face_margin": models.parameter(self.margins[n]), **fed,
+             "precision": "int8" if n in self.int8 else "fp32",
              "face_size": models.parameter(face_size(self.margins[n]))})
             for n in MODEL_FILES]
 

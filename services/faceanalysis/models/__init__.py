@@ -119,11 +119,14 @@ class ServedModel:
 
 
 def parameter(value: Any) -> str:
-    """A setting as ModelInfo.parameters carries it: numbers without trailing zeros (0.4, 640)."""
+    """A setting as ModelInfo.parameters carries it: numbers without trailing zeros (0.4, 640),
+    lists as compact JSON ([224,224])."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return json.dumps(list(value), separators=(",", ":"))
     return str(value)
 
 

@@ -13,9 +13,15 @@ Sources, in order, for each file:
 3. the official URLs.
 
 A file is installed only when a hash vouches for it: the mirror's (for a file from the mirror),
-else the manifest's official sha256 or one of its known variants. A file no hash covers is
-refused, before anything is downloaded, unless unverified files are allowed
-(--allow-unverified, FACEANALYSIS_ALLOW_UNVERIFIED_MODELS). Every file is written to a temporary
+else the manifest's official sha256 or one of its known variants. Bytes that contradict a hash
+(the mirror's, or the official sha256 the manifest records) are a mismatch and always refused:
+allowing unverified files does not override that. Where the manifest has no official sha256
+(`sha256: null`, e.g. DeepFace's weights, whose bytes could not be hashed), bytes that are no
+known variant cannot be verified: they are refused (before anything is downloaded when no hash
+at all could vouch for the slot) unless unverified files are allowed (--allow-unverified,
+FACEANALYSIS_ALLOW_UNVERIFIED_MODELS; the chart's global.models.allowUnverified, the images'
+ALLOW_UNVERIFIED_MODELS build argument), in which case they are installed with a warning naming
+their sha256 and get the official weights' preprocessing. Every file is written to a temporary
 name, hashed, checked, then renamed into place, so an interrupted, refused or mismatching pull
 never leaves a file (or half a file) where a service would load it.
 
@@ -28,6 +34,7 @@ from __future__ import annotations
 import bz2
 import importlib.util
 import json
+import logging
 import os
 import tempfile
 import urllib.error
@@ -49,7 +56,13 @@ from faceanalysis.models.provenance import (
     update_record,
 )
 
+logger = logging.getLogger(__name__)
+
 CHUNK = 1024 * 1024
+
+# How to let `models pull` and `models verify` accept a file no hash vouches for, everywhere they run.
+ALLOW_UNVERIFIED_HOW = ("--allow-unverified (environment: FACEANALYSIS_ALLOW_UNVERIFIED_MODELS=1; Helm chart: "
+                        "global.models.allowUnverified=true; image build: ALLOW_UNVERIFIED_MODELS=true)")
 
 
 class PullError(Exception):
@@ -177,19 +190,24 @@ def _write_lock(models_dir: Path, sums: dict[str, str]) -> None:
 
 def check(entry: ModelFile, actual: str, pins: dict[str, str]) -> str | None:
     """What vouches for a file with sha256 `actual` in `entry`'s slot: the mirror's pins (`pins`,
-    for a file from that mirror) if it has any, else the manifest's hashes. None: no hash is
-    known. PullError on a mismatch."""
+    for a file from that mirror) if it has any, else the manifest's hashes. None: nothing can
+    verify these bytes (the manifest records no official sha256 and they are no known variant):
+    the caller refuses them unless unverified files are allowed. PullError on a mismatch: bytes
+    that contradict a mirror's pin, or the official sha256 the manifest records, whatever is
+    allowed."""
     if pins:
         wrong = {where: h for where, h in pins.items() if h != actual}
         if wrong:
             raise PullError(f"sha256 mismatch: got {actual}, expected "
                             + ", ".join(f"{h} ({where})" for where, h in wrong.items()))
         return " and ".join(pins)
-    if entry.known_hashes:
-        if actual in entry.known_hashes:
-            return "manifest sha256" if actual == entry.sha256 else "manifest variant"
+    if actual in entry.known_hashes:
+        return "manifest sha256" if actual == entry.sha256 else "manifest variant"
+    if entry.sha256:
         raise PullError(f"sha256 mismatch: got {actual}, expected "
-                        + " or ".join(sorted(entry.known_hashes)) + " (manifest: official file and known variants)")
+                        + " or ".join(sorted(entry.known_hashes))
+                        + (" (manifest: official file and known variants)" if entry.variants
+                           else " (manifest: official file)"))
     return None
 
 
@@ -209,12 +227,25 @@ def describe(entry: ModelFile, rel: str, actual: str, verified_by: str | None, s
                       verified_by=verified_by, source=source)
 
 
-def _unverifiable(entry: ModelFile, mirror: Mirror | None) -> str:
+def _unverifiable(entry: ModelFile, mirror: Mirror | None, actual: str | None = None) -> str:
     why = entry.unverified_reason or "the manifest has no sha256 for it"
-    return (f"{entry.name}: refused: no hash can verify it ({why}; the mirror "
+    got = ""
+    if actual is not None:
+        got = (f"got sha256 {actual}, which is no known variant "
+               f"({', '.join(v.sha256 for v in entry.variants)}), and " if entry.variants
+               else f"got sha256 {actual}, and ")
+    return (f"{entry.name}: refused: no hash can verify it ({why}; {got}the mirror "
             f"{'has no SHA256SUMS or ' + MIRROR_OVERRIDE_FILE + ' entry for it' if mirror else 'is not set'}). "
-            f"Get it from a mirror whose SHA256SUMS lists it, or pass --allow-unverified "
-            f"(FACEANALYSIS_ALLOW_UNVERIFIED_MODELS=1) to install it anyway")
+            f"To install it anyway (with a warning naming its sha256), allow unverified files: "
+            f"{ALLOW_UNVERIFIED_HOW}; or get it from a mirror whose SHA256SUMS lists it")
+
+
+def _warn_unverified(entry: ModelFile, actual: str, source: str, kept: bool = False) -> None:
+    logger.warning(
+        "warning: %s %s UNVERIFIED (unverified files are allowed): sha256 %s from %s; no hash vouches for it (%s), "
+        "and it gets the official weights' preprocessing. To pin it, list `%s  %s` in a mirror's %s and pull "
+        "from that mirror", entry.name, "kept" if kept else "installed", actual, source,
+        entry.unverified_reason or "the manifest has no sha256 for it", actual, entry.name, LOCK_FILE)
 
 
 def pull_file(entry: ModelFile, models_dir: Path, mirror: Mirror | None, *, progress: bool = True,
@@ -232,12 +263,16 @@ def pull_file(entry: ModelFile, models_dir: Path, mirror: Mirror | None, *, prog
         try:
             verified_by = check(entry, actual, mirror_pins)
         except PullError:
-            verified_by, keep = None, False  # not what the mirror or the manifest says: fetch it again
+            verified_by, keep, mismatched = None, False, True  # contradicts the mirror or the manifest: fetch again
         else:
-            keep = verified_by is not None
-        if not keep and not mirror_pins and recorded and (rec.get("verified_by") or allow_unverified):
-            # Verified when it was pulled (by a mirror's hash), or allowed unverified again now.
+            keep, mismatched = verified_by is not None, False
+        if not keep and not mirror_pins and recorded and (
+                rec.get("verified_by") or (allow_unverified and not mismatched)):
+            # Verified when it was pulled (by a mirror's hash), or allowed unverified again now (never
+            # a file that contradicts the official sha256 the manifest records).
             keep, verified_by = True, rec.get("verified_by")
+            if verified_by is None:
+                _warn_unverified(entry, actual, rec.get("source", "already present"), kept=True)
         if keep:
             if recorded and override is None and rec.get("preprocessing_from", "").startswith(MIRROR):
                 found = Provenance.from_record(rel, rec)  # what the mirror it came from said about it
@@ -272,9 +307,11 @@ def pull_file(entry: ModelFile, models_dir: Path, mirror: Mirror | None, *, prog
             from_mirror = in_mirror and source == mirror.source_for(entry.name)
             verified_by = check(entry, actual, mirror_pins if from_mirror else {})
             if verified_by is None and not allow_unverified:
-                raise PullError(_unverifiable(entry, mirror))
+                raise PullError(_unverifiable(entry, mirror, actual))
             tmp.chmod(0o644)
             tmp.replace(dest)
+            if verified_by is None:
+                _warn_unverified(entry, actual, source)
             found = describe(entry, rel, actual, verified_by, source, override if from_mirror else None)
             return Outcome(entry.name, dest, source, actual, verified_by is not None, provenance=found)
         except (PullError, urllib.error.URLError, OSError, EOFError) as err:

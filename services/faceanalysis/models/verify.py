@@ -4,9 +4,13 @@ For every manifest file (and each int8 copy `models quantize` wrote beside an at
 hashes the file and says what it is: the official file, a known variant (with its description),
 a file a mirror vouched for when it was pulled, an int8 copy, or unknown; its sha256; what
 verified it; and the preprocessing face-attributes will apply. A problem is a missing file, a
-file changed since the pull recorded it (models.lock.json), a file that is neither the official
-one nor a known variant nor recorded as verified, an unverified file (unless allowed), or an int8
-copy whose fp32 file has changed since it was quantized.
+file changed since the pull recorded it (models.lock.json), a file that contradicts the official
+sha256 the manifest records (neither it nor a known variant, nor recorded as verified), an int8
+copy whose fp32 file has changed since it was quantized, or an UNVERIFIED file: one in a slot
+whose official sha256 the manifest does not record (DeepFace's weights), that is no known variant
+and that nothing verified. An UNVERIFIED file is reported as such, with its sha256, either way,
+and is a problem (exit status 1) only when unverified files are not allowed (--allow-unverified,
+FACEANALYSIS_ALLOW_UNVERIFIED_MODELS, the chart's global.models.allowUnverified).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from faceanalysis.models.provenance import (
     read_record,
     sha256_of,
 )
+from faceanalysis.models.pull import ALLOW_UNVERIFIED_HOW
 
 OK, MISSING, MISMATCH, UNVERIFIED, STALE = "ok", "MISSING", "MISMATCH", "UNVERIFIED", "STALE"
 
@@ -40,10 +45,11 @@ class Check:
     preprocessing: dict = field(default_factory=dict)
     preprocessing_from: str = ""
     note: str = ""
+    allowed: bool = False  # an UNVERIFIED file when unverified files are allowed: reported, not a problem
 
     @property
     def ok(self) -> bool:
-        return self.status == OK
+        return self.status == OK or (self.status == UNVERIFIED and self.allowed)
 
 
 def _onnx_metadata(path: Path) -> dict[str, str]:
@@ -85,18 +91,27 @@ def check_file(entry: models.ModelFile, models_dir: Path, record: dict, allow_un
                              verified_by="manifest sha256" if found.identity == "official" else "manifest variant")
     status = OK
     note = ""
+    allowed = False
     if entry.identify(actual).known:
         verified_by = found.verified_by or ("manifest sha256" if actual == entry.sha256 else "manifest variant")
     else:
         verified_by = found.verified_by
         if verified_by is None:
-            if entry.known_hashes and rec is None:
-                status, note = MISMATCH, "neither the official file nor a known variant, and no pull recorded it"
-            elif not allow_unverified:
-                status, note = UNVERIFIED, (entry.unverified_reason or "no hash is known for it")
+            if entry.sha256:
+                # The manifest records the official file's hash and these bytes contradict it:
+                # allowing unverified files does not cover that.
+                status, note = MISMATCH, ("neither the official file nor a known variant, and "
+                                          + ("no pull recorded it" if rec is None else "nothing verified it"))
             else:
-                note = "unverified (allowed)"
-    return Check(rel, status, _what(found), actual, verified_by, found.preprocessing, found.preprocessing_from, note)
+                status, allowed = UNVERIFIED, allow_unverified
+                why = entry.unverified_reason or "no hash is known for it"
+                known = "; nor is it a known variant" if entry.variants else ""
+                note = (f"no hash can verify it ({why}{known}); "
+                        + ("allowed: unverified files are allowed here" if allow_unverified else
+                           f"a problem unless unverified files are allowed: {ALLOW_UNVERIFIED_HOW}")
+                        + f"; to pin it, list its sha256 {actual} in a mirror's SHA256SUMS and pull from that mirror")
+    return Check(rel, status, _what(found), actual, verified_by, found.preprocessing, found.preprocessing_from, note,
+                 allowed)
 
 
 def check_int8(fp32: Check, int8: Path, models_dir: Path, record: dict) -> Check:
@@ -160,5 +175,8 @@ def report(checks: list[Check]) -> str:
         if c.note:
             lines.append(f"{'':10}   note: {c.note}")
     bad = [c for c in checks if not c.ok]
-    lines.append(f"{len(checks) - len(bad)} of {len(checks)} file(s) ok" + (f"; {len(bad)} problem(s)" if bad else ""))
+    allowed = [c for c in checks if c.ok and c.status == UNVERIFIED]
+    lines.append(f"{len(checks) - len(bad)} of {len(checks)} file(s) ok"
+                 + (f" ({len(allowed)} of them UNVERIFIED, allowed)" if allowed else "")
+                 + (f"; {len(bad)} problem(s)" if bad else ""))
     return "\n".join(lines)
