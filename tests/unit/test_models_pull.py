@@ -265,7 +265,7 @@ def test_the_cli_installs_unhashed_official_weights_with_a_warning_when_allowed(
     proc = faceanalysis("models", "pull", "--only", "face-attributes", "--dir", str(tmp_path / "m"), "--quiet",
                         env=env)
     assert proc.returncode == 0, proc.stderr
-    assert "sha256 UNVERIFIED (allowed)" in proc.stdout
+    assert f"sha256 UNVERIFIED (allowed): {actual}" in proc.stdout
     assert any("UNVERIFIED" in line and actual in line for line in proc.stderr.splitlines()), proc.stderr
 
 

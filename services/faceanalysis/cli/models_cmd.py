@@ -26,14 +26,16 @@ def run_pull(models_dir: Path, only: str | None, mirror: str | None, force: bool
         print(f"{only or 'this selection'} needs no model files; nothing to pull")
     for o in outcomes:
         state = "kept" if o.skipped else "pulled"
-        check = f"sha256 ok: {o.provenance.verified_by}" if o.verified else "sha256 UNVERIFIED (allowed)"
+        check = (f"sha256 ok: {o.provenance.verified_by}" if o.verified
+                 else f"sha256 UNVERIFIED (allowed): {o.sha256}")
         print(f"{state:6} {o.path}  [{check}]  from {o.source}")
         p = o.provenance
         if p is not None:
             print(f"       {p.identity}: {p.description}; preprocessing {format_preprocessing(p.preprocessing)} "
                   f"(from {p.preprocessing_from})")
             if p.identity == models.UNKNOWN:
-                print(f"       warning: {o.name} is not a file the manifest knows; it gets the official weights' "
+                print(f"       warning: {o.name} is not a file the manifest knows (the official weights, whose "
+                      f"bytes the manifest could not hash, or other ones); it gets the official weights' "
                       f"preprocessing", file=sys.stderr)
     return 0
 
