@@ -182,6 +182,7 @@ def test_the_cli_without_a_valid_key_says_so_and_stops(secured, keys):
         assert proc.stdout == "", how  # no records, not even a failed one
         assert f"UNAUTHENTICATED: {reason}" in proc.stderr, f"{how}: {proc.stderr}"
         assert "giving up with 1 of 1 images left" in proc.stderr and "waiting for" not in proc.stderr, how
+        assert "hint: pass the key with --api-key, or better FACEANALYSIS_API_KEY" in proc.stderr, how
         assert "Traceback" not in proc.stderr and wrong not in proc.stderr, f"{how}: {proc.stderr}"
 
 

@@ -137,6 +137,8 @@ def analyze(paths: list[str], target: str | Connection, out: Path | None, visual
     except AnalysisError as err:
         left = len(files) - tally.analyzed - tally.failed
         fatal = f"image-input at {target}: {err}; giving up with {left} of {len(files)} images left"
+        if err.code == "UNAUTHENTICATED":
+            fatal += "\nhint: pass the key with --api-key, or better FACEANALYSIS_API_KEY (kept out of shell history)"
         code = 2
     finally:
         outcomes.close()  # stops and cancels the streams when the run ends early
