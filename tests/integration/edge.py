@@ -198,11 +198,17 @@ http {{
 """
 
 
-class Nginx:
-    """A real nginx on a random localhost port, in its own temporary prefix; stopped by its PID."""
+class ProxyProcess:
+    """A proxy on a random localhost port, in its own folder (`prefix`), stopped by its PID.
+    Subclasses write their configuration for `self.port` and return the command (`_command`);
+    `log_name` is the log that explains a failed start. Shared by Nginx and envoy_edge.Envoy."""
 
-    def __init__(self, prefix: Path, upstream: str, settings: IngressSettings | None, tls: tuple[Path, Path]):
-        self.prefix, self.upstream, self.settings, self.tls = prefix, upstream, settings, tls
+    binary = ""
+    hint = ""  # where the binary comes from, for the failure when it is missing
+    log_name = "error.log"
+
+    def __init__(self, prefix: Path):
+        self.prefix = prefix
         self.port = 0
         self.process: subprocess.Popen | None = None
 
@@ -210,30 +216,27 @@ class Nginx:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def _log(self, name: str) -> str:
+    def _read(self, name: str) -> str:
         path = self.prefix / name
         return path.read_text(errors="replace") if path.exists() else ""
 
     @property
-    def error_log(self) -> str:
-        return self._log("error.log")
+    def log(self) -> str:
+        return self._read(self.log_name)
 
-    @property
-    def access_log(self) -> str:
-        return self._log("access.log")
+    def _command(self) -> list[str]:
+        raise NotImplementedError
 
-    def start(self) -> "Nginx":
-        if not Path(NGINX).exists():
-            pytest.fail("nginx is missing: install Debian's nginx (.ci/apt-packages.txt)")
+    def start(self):
+        name = type(self).__name__
+        if not self.binary or not Path(self.binary).exists():
+            pytest.fail(f"{name} is missing: {self.hint}")
         self.prefix.mkdir(parents=True, exist_ok=True)
         for attempt in range(5):
             self.port = free_port()
-            conf = self.prefix / "nginx.conf"
-            conf.write_text(nginx_conf(self.prefix, self.port, self.upstream, *self.tls, self.settings))
-            self.process = subprocess.Popen([NGINX, "-p", str(self.prefix), "-c", str(conf),
-                                             "-e", str(self.prefix / "error.log")],
-                                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            deadline = time.monotonic() + 10
+            with open(self.prefix / "stderr", "wb") as stderr:
+                self.process = subprocess.Popen(self._command(), stdout=subprocess.DEVNULL, stderr=stderr)
+            deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
                     break
@@ -242,31 +245,53 @@ class Nginx:
                     return self
                 except OSError:
                     time.sleep(0.05)
-            err = self.process.stderr.read().decode(errors="replace") if self.process.poll() is not None else ""
             self.stop()
-            if "Address already in use" not in err + self.error_log:
-                raise RuntimeError(f"nginx did not start:\n{err}\n{self.error_log[-3000:]}")
-        raise RuntimeError("nginx found no free port")
+            err = self._read("stderr") + self.log
+            if "Address already in use" not in err:
+                raise RuntimeError(f"{name} did not start:\n{err[-3000:]}")
+        raise RuntimeError(f"{name} found no free port")
 
     def stop(self) -> None:
         if self.process is None:
             return
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)  # fast shutdown: the master ends its workers
+            self.process.send_signal(signal.SIGTERM)  # nginx: fast shutdown; Envoy: exit
             try:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        if self.process.stderr:
-            self.process.stderr.close()
         self.process = None
 
-    def __enter__(self) -> "Nginx":
+    def __enter__(self):
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class Nginx(ProxyProcess):
+    """A real nginx, configured by nginx_conf."""
+
+    binary = NGINX
+    hint = "install Debian's nginx (.ci/apt-packages.txt)"
+
+    def __init__(self, prefix: Path, upstream: str, settings: IngressSettings | None, tls: tuple[Path, Path]):
+        super().__init__(prefix)
+        self.upstream, self.settings, self.tls = upstream, settings, tls
+
+    @property
+    def error_log(self) -> str:
+        return self.log
+
+    @property
+    def access_log(self) -> str:
+        return self._read("access.log")
+
+    def _command(self) -> list[str]:
+        conf = self.prefix / "nginx.conf"
+        conf.write_text(nginx_conf(self.prefix, self.port, self.upstream, *self.tls, self.settings))
+        return [self.binary, "-p", str(self.prefix), "-c", str(conf), "-e", str(self.prefix / "error.log")]
 
 
 # ---------------------------------------------------------------------------------------------

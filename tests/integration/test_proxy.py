@@ -13,6 +13,9 @@ The same calls against an nginx left at its defaults (an Ingress without those a
 
 The 70 s streams run in the background from the start of the module, beside the other tests,
 against an image-input that sends no keepalive pings meanwhile (see quiet_input).
+
+The Envoy half, the chart's Gateway API edge through a real Envoy configured as Envoy Gateway
+configures it, is tests/integration/test_envoy_edge.py (it reuses this module's fixtures).
 """
 
 from __future__ import annotations
