@@ -6,6 +6,9 @@
 {{- $models := $global.models | default dict -}}
 {{- $pullModels := and $spec.models (eq ($models.source | default "initContainer") "initContainer") -}}
 {{- $sharedModels := and $spec.models (eq ($models.source | default "initContainer") "volume") -}}
+{{- if and $sharedModels (hasKey ($models.volume | default dict) "image") (semverCompare "<1.33.0-0" .Capabilities.KubeVersion.Version) -}}
+{{- fail (printf "%s: global.models.volume.image (an image volume) needs Kubernetes 1.33 or newer, this cluster runs %s: use a ReadOnlyMany persistentVolumeClaim instead, or global.models.source=baked" .Chart.Name .Capabilities.KubeVersion.Version) -}}
+{{- end -}}
 {{- if and $sharedModels (not $models.volume) -}}
 {{- fail (printf "%s: global.models.source=volume needs global.models.volume, the volume that holds the model files as `faceanalysis models pull` lays them out, e.g. {persistentVolumeClaim: {claimName: faceanalysis-models, readOnly: true}} or, on Kubernetes 1.33+, {image: {reference: registry.example/faceanalysis-models:1}}" .Chart.Name) -}}
 {{- end -}}
