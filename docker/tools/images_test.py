@@ -344,9 +344,13 @@ class ImagesTest:
         return "".join(p.read_text(errors="replace").splitlines(True)[-n:]) if p.exists() else ""
 
     def service_pid(self, svc: str) -> int:
+        """The image's command itself, not buildah's helpers around it: `buildah-chroot-exec`
+        carries the same arguments in its command line, and a signal to it kills the service
+        instead of reaching its handler."""
         for pid in children(self.procs[svc].pid):
             with contextlib.suppress(OSError):
-                if "serve" in proc_ids(pid)[2] and svc in proc_ids(pid)[2]:
+                cmd = proc_ids(pid)[2]
+                if "serve" in cmd and svc in cmd and not cmd.startswith("buildah"):
                     return pid
         raise Failure(f"{svc}: cannot find the service process under buildah run")
 
@@ -484,6 +488,10 @@ class ImagesTest:
             log(f"{svc}: runs as uid {UID}; nothing written outside /tmp and its volumes")
         for svc in reversed(order):
             self.stop(svc)
+        # What Kubernetes records at every rollout: a pod that drains on SIGTERM exits 0.
+        undrained = {svc: self.results[svc]["sigterm_exit"] for svc in order if self.results[svc]["sigterm_exit"] != 0}
+        if undrained:
+            raise Failure(f"did not exit 0 after SIGTERM (drain): {undrained}; see run-<service>.log")
 
     # ---- 4. clean-up
     def cleanup(self) -> None:
