@@ -29,7 +29,6 @@ other tests, against image-input with keepalive pings turned down (test_proxy.qu
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import subprocess
 import time
@@ -41,8 +40,9 @@ import pytest
 from tests.integration.edge import HOST, json_messages
 from tests.integration.envoy_edge import Envoy, chart_gateway_edge, envoy_bootstrap
 from tests.integration.test_proxy import (  # noqa: F401, F811  (fixtures, used by name)
-    ANALYZE, ANALYZE_STREAM, EDGE_FLAGS, FA, QUIET_SECONDS, ClientQuietStream, GrpcurlQuietStream, grpcurl,
-    grpcurl_request, hundred_photos, quiet_input, quiet_photos, run_grpcurl, six_mb_photo, stream_input, tls)
+    ANALYZE, ANALYZE_STREAM, EDGE_FLAGS, QUIET_SECONDS, ClientQuietStream, GrpcurlQuietStream,
+    check_hundred_photos_by_cli, check_six_mb_photo_by_cli, grpcurl, grpcurl_request, hundred_photos, quiet_input,
+    quiet_photos, run_grpcurl, six_mb_photo, stream_input, tls)
 
 WATCH = "grpc.health.v1.Health/Watch"
 HELD = 20  # seconds a Watch is held through the chart's Envoy: past Envoy's default 15 s
@@ -197,15 +197,7 @@ def test_six_mb_photo_through_chart_envoy_with_grpcurl(grpcurl, chart_envoy, six
 
 
 def test_six_mb_photo_through_chart_envoy_with_cli(chart_envoy, six_mb_photo, tmp_path):
-    out = tmp_path / "out"
-    proc = subprocess.run([*FA, "analyze", str(six_mb_photo), "--target", chart_envoy.address, "--insecure",
-                           "--authority", HOST, "--out", str(out), "--retry-seconds", "5", "--skip-cache"],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:] + chart_envoy.log[-2000:]
-    assert "1 of 1 images analyzed" in proc.stdout
-    result = json.loads((out / "two_people.json").read_text())
-    assert result["image"]["sha256"] == hashlib.sha256(six_mb_photo.read_bytes()).hexdigest()
-    assert len(result["faces"]) == 2
+    check_six_mb_photo_by_cli(chart_envoy, six_mb_photo, tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,13 +221,7 @@ def test_hundred_photo_stream_through_chart_envoy_with_cli(chart_envoy, hundred_
     """--concurrency 1: one stream carries all 100, so no answer came from a resumed stream."""
     folder, files = hundred_photos
     before = len(requests_of(chart_envoy, ANALYZE_STREAM, settle=0))
-    out = tmp_path / "out"
-    proc = subprocess.run([*FA, "analyze", str(folder), "--target", chart_envoy.address, "--insecure",
-                           "--authority", HOST, "--out", str(out), "--concurrency", "1", "--retry-seconds", "5"],
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:] + chart_envoy.log[-2000:]
-    assert "100 of 100 images analyzed" in proc.stdout
-    assert len(list(out.glob("*.json"))) == 100
+    check_hundred_photos_by_cli(chart_envoy, folder, tmp_path)
     (line,) = requests_of(chart_envoy, ANALYZE_STREAM, before + 1)[before:]
     assert "grpc=OK" in line and received(line) >= 5 * 1000 * 1000, line
 

@@ -94,6 +94,34 @@ def run_grpcurl(grpcurl: str, nginx: Nginx, method: str, stdin: bytes, timeout: 
                           input=stdin, capture_output=True, timeout=timeout)
 
 
+def cli_through(proxy, path: Path, out: Path, *flags: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`faceanalysis analyze` through a proxy (nginx or Envoy) as a user aims it at the edge:
+    TLS without verification, the edge's host as :authority."""
+    return subprocess.run([*FA, "analyze", str(path), "--target", proxy.address, "--insecure", "--authority", HOST,
+                           "--out", str(out), "--retry-seconds", "5", *flags],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def check_six_mb_photo_by_cli(proxy, six_mb_photo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = cli_through(proxy, six_mb_photo, out, "--skip-cache")
+    assert proc.returncode == 0, proc.stderr[-3000:] + proxy.log[-2000:]
+    assert "1 of 1 images analyzed" in proc.stdout
+    result = json.loads((out / "two_people.json").read_text())
+    assert result["image"]["sha256"] == hashlib.sha256(six_mb_photo.read_bytes()).hexdigest()
+    assert len(result["faces"]) == 2
+
+
+def check_hundred_photos_by_cli(proxy, folder: Path, tmp_path: Path) -> None:
+    """--concurrency 1: one stream carries all 100, so no answer came from a resumed stream (each
+    caller then finds that one stream in its proxy's access log)."""
+    out = tmp_path / "out"
+    proc = cli_through(proxy, folder, out, "--concurrency", "1", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:] + proxy.log[-2000:]
+    assert "100 of 100 images analyzed" in proc.stdout
+    assert len(list(out.glob("*.json"))) == 100
+
+
 def request_length(line: str) -> int:
     """$request_length of an access log line (edge.py's log_format): bytes the client sent."""
     return int(line.rsplit(" ", 1)[1])
@@ -277,15 +305,7 @@ def test_six_mb_photo_through_chart_edge_with_grpcurl(grpcurl, chart_nginx, six_
 
 
 def test_six_mb_photo_through_chart_edge_with_cli(chart_nginx, six_mb_photo, tmp_path):
-    out = tmp_path / "out"
-    proc = subprocess.run([*FA, "analyze", str(six_mb_photo), "--target", chart_nginx.address, "--insecure",
-                           "--authority", HOST, "--out", str(out), "--retry-seconds", "5", "--skip-cache"],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:] + chart_nginx.error_log[-2000:]
-    assert "1 of 1 images analyzed" in proc.stdout
-    result = json.loads((out / "two_people.json").read_text())
-    assert result["image"]["sha256"] == hashlib.sha256(six_mb_photo.read_bytes()).hexdigest()
-    assert len(result["faces"]) == 2
+    check_six_mb_photo_by_cli(chart_nginx, six_mb_photo, tmp_path)
 
 
 def test_six_mb_photo_fails_through_default_nginx(grpcurl, default_nginx, six_mb_photo, tmp_path):
@@ -338,13 +358,7 @@ def test_hundred_photo_stream_through_chart_edge_with_cli(chart_nginx, hundred_p
     AnalyzeImages request of more than 5 MB, so no answer came from a resumed stream."""
     folder, files = hundred_photos
     before = len(access_log(chart_nginx, ANALYZE_STREAM))
-    out = tmp_path / "out"
-    proc = subprocess.run([*FA, "analyze", str(folder), "--target", chart_nginx.address, "--insecure",
-                           "--authority", HOST, "--out", str(out), "--concurrency", "1", "--retry-seconds", "5"],
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:] + chart_nginx.error_log[-2000:]
-    assert "100 of 100 images analyzed" in proc.stdout
-    assert len(list(out.glob("*.json"))) == 100
+    check_hundred_photos_by_cli(chart_nginx, folder, tmp_path)
     # Streams over 1 MB that ended meanwhile (the quiet streams carry less): only the CLI's.
     lines = [line for line in access_log(chart_nginx, ANALYZE_STREAM)[before:] if request_length(line) > 1_000_000]
     assert len(lines) == 1 and '" 200 ' in lines[0], lines
