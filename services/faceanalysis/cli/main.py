@@ -275,7 +275,8 @@ def parser() -> argparse.ArgumentParser:
                        description="Hash every model file and say what it is (official, a known variant, described "
                                    "by the mirror it came from, an int8 copy, unknown), its sha256, what verified it "
                                    "and the preprocessing face-attributes applies. Exit status 1 when a file is "
-                                   "missing, changed since the pull, unknown or unverified.")
+                                   "missing, changed since the pull or contradicts a recorded hash, or is "
+                                   "UNVERIFIED while unverified files are not allowed.")
     a = actions.add_parser(
         "quantize", parents=[common],
         help="write int8 copies of the age, gender and emotion models (served with FACEANALYSIS_INT8_MODELS)",
