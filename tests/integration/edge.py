@@ -224,6 +224,11 @@ class ProxyProcess:
     def log(self) -> str:
         return self._read(self.log_name)
 
+    @property
+    def access_log(self) -> str:
+        """One line per request or stream, in the format the subclass's configuration sets."""
+        return self._read("access.log")
+
     def _command(self) -> list[str]:
         raise NotImplementedError
 
@@ -283,10 +288,6 @@ class Nginx(ProxyProcess):
     @property
     def error_log(self) -> str:
         return self.log
-
-    @property
-    def access_log(self) -> str:
-        return self._read("access.log")
 
     def _command(self) -> list[str]:
         conf = self.prefix / "nginx.conf"

